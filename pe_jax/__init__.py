@@ -1,0 +1,1 @@
+"""pe_jax: multi-task post embeddings in JAX/Flax."""

@@ -1,0 +1,223 @@
+"""The siamese post encoder: a BERT / XLM-R family transformer in Flax NNX, pooled, projected, normalised.
+
+Weights carry logical axis names ("vocab", "embed", "heads", "mlp", "proj"); `pe_jax.sharding` maps them
+onto mesh axes, so the model code never mentions a mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Pretrained transformers were trained with these defaults; init only matters for new heads and tests.
+_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+_ZEROS = nnx.initializers.zeros_init()
+_ONES = nnx.initializers.ones_init()
+
+POOLINGS = ("mean", "cls")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Architecture plus the embedding recipe (pooling, projection, normalisation, truncation)."""
+
+  vocab_size: int
+  hidden_size: int = 384
+  num_layers: int = 6
+  num_heads: int = 12
+  intermediate_size: int = 1536
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_act: str = "gelu"
+  pad_token_id: int = 0
+  # XLM-R/RoBERTa count positions from pad_token_id + 1; BERT from 0.
+  position_offset: int = 0
+  pooling: str = "mean"
+  projection_dim: int | None = None  # the paper's compact embedding is 50-d
+  normalize: bool = True
+  max_seq_length: int = 256  # truncation length, as the model's sentence-transformers config says
+  param_dtype: str = "float32"
+  dtype: str = "float32"  # compute dtype: "bfloat16" halves activation memory on accelerators
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+    if self.max_seq_length + self.position_offset > self.max_position_embeddings:
+      raise ValueError(
+          f"max_seq_length {self.max_seq_length} (+ position offset {self.position_offset}) exceeds "
+          f"max_position_embeddings {self.max_position_embeddings}")
+    if self.hidden_act not in _ACTIVATIONS:
+      raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; known: {sorted(_ACTIVATIONS)}")
+
+  @property
+  def embedding_dim(self) -> int:
+    return self.projection_dim or self.hidden_size
+
+  def replace(self, **changes: Any) -> "EncoderConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "EncoderConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown encoder config fields {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+  @classmethod
+  def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> "EncoderConfig":
+    """Reads a Hugging Face `config.json` of a BERT / XLM-R / RoBERTa model."""
+    model_type = hf.get("model_type", "bert")
+    if model_type not in ("bert", "xlm-roberta", "roberta"):
+      raise ValueError(f"model_type {model_type!r} is not a BERT/XLM-R family encoder")
+    pad = hf.get("pad_token_id", 0)
+    offset = hf.get("position_offset", pad + 1 if model_type != "bert" else 0)
+    values = dict(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_act=hf.get("hidden_act", "gelu"),
+        pad_token_id=pad,
+        position_offset=offset,
+        max_seq_length=min(512, hf["max_position_embeddings"] - offset),
+    )
+    values.update(overrides)
+    return cls(**values)
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # HF "gelu" is the exact erf form
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def _param(init, *names):
+  return nnx.with_partitioning(init, names)
+
+
+def _dense(rngs, cfg: EncoderConfig, n_in: int, n_out: int, axes: tuple[str | None, str | None]) -> nnx.Linear:
+  return nnx.Linear(
+      n_in, n_out, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs,
+      kernel_init=_param(_INIT, *axes), bias_init=_param(_ZEROS, axes[1]))
+
+
+def _norm(rngs, cfg: EncoderConfig) -> nnx.LayerNorm:
+  return nnx.LayerNorm(
+      cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      scale_init=_param(_ONES, "embed"), bias_init=_param(_ZEROS, "embed"), rngs=rngs)
+
+
+def _embed(rngs, cfg: EncoderConfig, rows: int, row_axis: str | None) -> nnx.Embed:
+  return nnx.Embed(
+      rows, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      embedding_init=_param(_INIT, row_axis, "embed"), rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+
+  def __init__(self, cfg: EncoderConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.word = _embed(rngs, cfg, cfg.vocab_size, "vocab")
+    self.position = _embed(rngs, cfg, cfg.max_position_embeddings, None)
+    self.token_type = _embed(rngs, cfg, cfg.type_vocab_size, None)
+    self.norm = _norm(rngs, cfg)
+
+  def __call__(self, input_ids, token_type_ids):
+    # Right-padded batches: real tokens sit at 0..n-1, so positions need no cumsum over the mask.
+    positions = jnp.arange(input_ids.shape[1])[None, :] + self.cfg.position_offset
+    x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
+    return self.norm(x)
+
+
+class SelfAttention(nnx.Module):
+
+  def __init__(self, cfg: EncoderConfig, rngs: nnx.Rngs):
+    h = cfg.hidden_size
+    self.num_heads = cfg.num_heads
+    self.query = _dense(rngs, cfg, h, h, ("embed", "heads"))
+    self.key = _dense(rngs, cfg, h, h, ("embed", "heads"))
+    self.value = _dense(rngs, cfg, h, h, ("embed", "heads"))
+    self.out = _dense(rngs, cfg, h, h, ("heads", "embed"))
+
+  def __call__(self, x, mask):
+    b, t, h = x.shape
+    split = lambda y: y.reshape(b, t, self.num_heads, h // self.num_heads)
+    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+    # mask [B, 1, 1, T]: keys that are padding are never attended to.
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return self.out(y.reshape(b, t, h))
+
+
+class TransformerLayer(nnx.Module):
+  """A post-LayerNorm BERT block."""
+
+  def __init__(self, cfg: EncoderConfig, rngs: nnx.Rngs):
+    self.attention = SelfAttention(cfg, rngs)
+    self.attention_norm = _norm(rngs, cfg)
+    self.mlp_in = _dense(rngs, cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"))
+    self.mlp_out = _dense(rngs, cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"))
+    self.mlp_norm = _norm(rngs, cfg)
+    self.activation = _ACTIVATIONS[cfg.hidden_act]
+
+  def __call__(self, x, mask):
+    x = self.attention_norm(x + self.attention(x, mask))
+    return self.mlp_norm(x + self.mlp_out(self.activation(self.mlp_in(x))))
+
+
+def pool(hidden, attention_mask, how: str):
+  """Mean over real tokens (sentence-transformers' mean pooling) or the first ([CLS]/<s>) token."""
+  if how == "cls":
+    return hidden[:, 0]
+  weights = attention_mask.astype(hidden.dtype)[..., None]
+  return (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1e-9)
+
+
+def l2_normalize(x, eps: float = 1e-12):
+  # Same clamp as torch.nn.functional.normalize, so an all-zero vector stays zero instead of NaN.
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class Encoder(nnx.Module):
+  """Text tokens -> one embedding per text. One instance embeds both sides of a pair (siamese)."""
+
+  def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embeddings = Embeddings(cfg, rngs)
+    self.layers = nnx.List([TransformerLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+    self.projection = (
+        _dense(rngs, cfg, cfg.hidden_size, cfg.projection_dim, ("embed", "proj"))
+        if cfg.projection_dim else None)
+
+  def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = self.embeddings(input_ids, token_type_ids)
+    mask = attention_mask.astype(bool)[:, None, None, :]
+    for layer in self.layers:
+      x = layer(x, mask)
+    return x
+
+  def __call__(self, input_ids, attention_mask, token_type_ids=None):
+    hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
+    # Pool and project in fp32: the 50-d output is compared by cosine and small errors matter there.
+    pooled = pool(hidden.astype(jnp.float32), attention_mask, self.cfg.pooling)
+    if self.projection is not None:
+      pooled = self.projection(pooled).astype(jnp.float32)
+    return l2_normalize(pooled) if self.cfg.normalize else pooled

@@ -1,0 +1,23 @@
+"""One call from a model spec to a ready encoder and tokenizer, whatever the spec names."""
+
+from __future__ import annotations
+
+import jax
+
+from pe_jax import sharding as sharding_lib
+from pe_jax.models import pretrained, weights
+from pe_jax.models.encoder import Encoder
+from pe_jax.tokenization import TextTokenizer
+
+
+def load_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, **overrides) -> tuple[Encoder, TextTokenizer, str]:
+  """(encoder, tokenizer, text prefix) for an alias, Hugging Face folder, hub id or training workdir.
+
+  `overrides` replace `EncoderConfig` fields of a pretrained base (e.g. dtype="bfloat16").
+  """
+  mesh = mesh or sharding_lib.single_device_mesh()
+  source = pretrained.resolve(spec, **overrides)
+  model = weights.load_encoder(source.config, source.tensors, mesh=mesh, source=source.description)
+  tokenizer = TextTokenizer(source.tokenizer, max_length=source.config.max_seq_length,
+                            pad_id=source.config.pad_token_id)
+  return model, tokenizer, source.prefix

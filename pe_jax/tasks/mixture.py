@@ -1,0 +1,132 @@
+"""Task mixtures: how often each task is trained on, and which task each data-parallel shard takes.
+
+Both are pure functions of their arguments (no sampler state), so a resumed run or an ablation that
+changes one task's weight replays every other decision exactly.
+
+Task order: `task_schedule` returns indices into `task_order(weights)`, the task names SORTED, so
+reordering tasks in a config changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+SCHEMES = ("proportional", "temperature", "uniform", "explicit")
+
+# Leads every seed list so that schedule draws can never coincide with a task's data draws
+# (numpy's SeedSequence treats [a, b] and [a, b, 0] alike, so distinct lengths are not enough).
+_SCHEDULE_DOMAIN = 0x5C4ED
+
+
+def mixture_weights(
+    sizes: Mapping[str, int],
+    scheme: str,
+    *,
+    temperature: float = 1.0,
+    cap: int | None = None,
+    explicit: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+  """Sampling weight of each task, normalised to sum 1; tasks whose weight is 0 are left out.
+
+  Schemes: "proportional" (min(size, cap)), "temperature" (seqio's min(size, cap) ** (1 / T)),
+  "uniform" (1 each) and "explicit" (`explicit` gives every task's weight). Under the other schemes
+  `explicit` multiplies the named tasks' weights, so `explicit={"hate": 0}` is leave-one-out and
+  `explicit={t: 0 for t in others}` is single-task, both as config overrides.
+  """
+  if scheme not in SCHEMES:
+    raise ValueError(f"unknown mixture scheme {scheme!r}; expected one of {SCHEMES}")
+  if temperature <= 0:
+    raise ValueError(f"mixture temperature must be > 0, got {temperature}")
+  if cap is not None and cap <= 0:
+    raise ValueError(f"mixture cap must be > 0, got {cap}")
+  for task, size in sizes.items():
+    if size <= 0:
+      raise ValueError(f"task {task!r}: size must be > 0, got {size}")
+  explicit = dict(explicit or {})
+  for task, weight in explicit.items():
+    if task not in sizes:
+      raise ValueError(f"task {task!r} in explicit weights is not in the mixture {sorted(sizes)}")
+    if not weight >= 0:  # also catches NaN
+      raise ValueError(f"task {task!r}: weight must be >= 0, got {weight}")
+
+  if scheme == "explicit":
+    missing = sorted(set(sizes) - set(explicit))
+    if missing:
+      raise ValueError(f"scheme 'explicit' needs a weight for every task; missing {missing}")
+    raw = {task: float(explicit[task]) for task in sizes}
+  else:
+    raw = {}
+    for task, size in sizes.items():
+      capped = min(size, cap) if cap is not None else size
+      base = {"proportional": float(capped), "temperature": float(capped) ** (1.0 / temperature),
+              "uniform": 1.0}[scheme]
+      raw[task] = base * float(explicit.get(task, 1.0))
+
+  total = sum(raw.values())
+  if total <= 0:
+    raise ValueError(f"every task's weight is 0 (tasks {sorted(sizes)}); nothing left to train on")
+  return {task: weight / total for task, weight in raw.items() if weight > 0}
+
+
+def task_order(weights: Mapping[str, float]) -> list[str]:
+  """Task names in the order that `task_schedule`'s indices refer to (sorted)."""
+  return sorted(weights)
+
+
+def task_schedule(
+    weights: Mapping[str, float], *, seed: int, step: int, num_shards: int, per_shard: bool
+) -> np.ndarray:
+  """Task index (into `task_order(weights)`) for each data-parallel shard at `step`, int [num_shards].
+
+  per_shard=False: one task a step, drawn with probability = weight, the same on every shard.
+  per_shard=True (the paper's scheme): shards take different tasks when num_shards <= num tasks;
+  with more shards than tasks every task gets at least one shard. Counts are drawn by systematic
+  sampling with expected shard counts `shard_share(...)` = num_shards * weight, clipped to at most 1
+  (or at least 1 when shards outnumber tasks) with the difference spread in proportion to the
+  weights, so each task's share of all shards over many steps equals its weight whenever no clip
+  binds (max weight <= 1 / num_shards when num_shards <= num tasks).
+  """
+  if seed < 0 or step < 0:
+    raise ValueError(f"seed and step must be >= 0, got seed={seed}, step={step}")
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  p = _probabilities(weights)
+  rng = np.random.default_rng([_SCHEDULE_DOMAIN, seed, step])
+  if not per_shard:
+    return np.full(num_shards, rng.choice(len(p), p=p), dtype=np.int64)
+
+  order = rng.permutation(len(p))
+  ends = np.cumsum(shard_share(weights, num_shards)[order])
+  # Points u, u+1, ..., spaced one apart: a segment no longer than 1 holds at most one of them.
+  points = rng.random() + np.arange(num_shards)
+  slots = np.minimum(np.searchsorted(ends, points, side="right"), len(p) - 1)
+  return rng.permutation(order[slots])
+
+
+def shard_share(weights: Mapping[str, float], num_shards: int) -> np.ndarray:
+  """Expected number of shards per step for each task (in `task_order`) under per_shard=True."""
+  p = _probabilities(weights)
+  bound = 1.0
+  at_most = num_shards <= len(p)
+  clipped = np.zeros(len(p), dtype=bool)
+  # Water-filling: clip the tasks past the bound, rescale the rest to fill the remaining shards.
+  while not clipped.all():
+    c = (num_shards - bound * clipped.sum()) / p[~clipped].sum()
+    past = ~clipped & ((c * p > bound) if at_most else (c * p < bound))
+    if not past.any():
+      return np.where(clipped, bound, c * p)
+    clipped |= past
+  return np.full(len(p), bound)
+
+
+def _probabilities(weights: Mapping[str, float]) -> np.ndarray:
+  if not weights:
+    raise ValueError("task mixture is empty")
+  names = task_order(weights)
+  p = np.array([weights[name] for name in names], dtype=np.float64)
+  bad = [name for name, w in zip(names, p) if not w > 0]
+  if bad:
+    raise ValueError(f"tasks {bad} have weight <= 0; drop them with mixture_weights first")
+  return p / p.sum()

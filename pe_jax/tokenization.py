@@ -1,0 +1,88 @@
+"""Texts -> token ids, and token ids -> fixed-shape batches.
+
+Fixed shapes are what keep a jitted encoder from recompiling: lengths are rounded up to a multiple
+(8 by default: on CPU, padding to powers of two cost half the throughput) and every batch is padded to
+the same number of rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import tokenizers
+
+
+@dataclasses.dataclass
+class TokenStats:
+  """What tokenisation did to the input, for the run summary."""
+
+  texts: int = 0
+  empty: int = 0  # empty or whitespace-only: still embedded, as sentence-transformers does
+  truncated: int = 0
+  invalid_unicode: int = 0  # lone surrogates replaced by U+FFFD
+
+  def add(self, other: "TokenStats") -> None:
+    for f in dataclasses.fields(self):
+      setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def clean_texts(texts: Sequence[object], offset: int = 0) -> tuple[list[str], TokenStats]:
+  """Checks types and repairs invalid Unicode; `offset` makes error indices global in a stream."""
+  stats = TokenStats(texts=len(texts))
+  out = []
+  for i, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise TypeError(f"text at index {offset + i} is {type(text).__name__}, not str: {text!r:.80}")
+    try:
+      text.encode("utf-8")
+    except UnicodeEncodeError:
+      text = text.encode("utf-8", "replace").decode("utf-8")
+      stats.invalid_unicode += 1
+    if not text.strip():
+      stats.empty += 1
+    out.append(text)
+  return out, stats
+
+
+class TextTokenizer:
+  """A Hugging Face `tokenizers` tokenizer with the model's truncation length and padding id."""
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer, *, max_length: int, pad_id: int | None = None):
+    self.max_length = max_length
+    self._tok = tokenizer
+    self._tok.no_padding()
+    self._tok.no_truncation()  # truncation is counted and applied here, so the summary can report it
+    pad = tokenizer.padding["pad_id"] if tokenizer.padding else None
+    self.pad_id = pad_id if pad_id is not None else (pad if pad is not None else 0)
+
+  @property
+  def backend(self) -> tokenizers.Tokenizer:
+    return self._tok
+
+  def encode(self, texts: Sequence[str]) -> tuple[list[np.ndarray], int]:
+    """Token ids per text (special tokens included), truncated to max_length; and how many were cut."""
+    ids, truncated = [], 0
+    for enc in self._tok.encode_batch(list(texts)):
+      row = enc.ids
+      if len(row) > self.max_length:
+        truncated += 1
+        # Keep the closing special token ([SEP] / </s>), as Hugging Face truncation does.
+        row = row[: self.max_length - 1] + row[-1:]
+      ids.append(np.asarray(row, dtype=np.int32))
+    return ids, truncated
+
+
+def bucket_length(n: int, multiple: int, max_length: int) -> int:
+  return min(max_length, -(-n // multiple) * multiple) if n else multiple
+
+
+def pad_batch(rows: Sequence[np.ndarray], length: int, batch_size: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads rows to `length` and the batch to `batch_size` rows (all-padding rows are discarded later)."""
+  ids = np.full((batch_size, length), pad_id, dtype=np.int32)
+  mask = np.zeros((batch_size, length), dtype=np.int32)
+  for r, row in enumerate(rows):
+    ids[r, : len(row)] = row
+    mask[r, : len(row)] = 1
+  return ids, mask

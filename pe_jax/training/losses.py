@@ -1,0 +1,88 @@
+"""Pair and contrastive losses on L2-normalised embeddings [B, D]; each returns a scalar mean.
+
+Similarities use full float32 precision: at a scale of 20-100 the default reduced-precision matmul
+of accelerators moves logits by whole units.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def pair_bce_loss(a: jax.Array, b: jax.Array, targets: jax.Array, scale: jax.Array,
+                  bias: jax.Array) -> jax.Array:
+  """Binary cross-entropy of sigmoid(scale * cos(a_i, b_i) + bias) against targets in [0, 1]."""
+  cos = jnp.einsum("bd,bd->b", a, b, precision=_HIGHEST)
+  return optax.sigmoid_binary_cross_entropy(scale * cos + bias, targets).mean()
+
+
+def same_label_mask(label_rows_a: jax.Array, label_rows_b: jax.Array) -> jax.Array:
+  """bool [Ba, Bb]: rows i and j share at least one label (multi-hot rows)."""
+  overlap = jnp.einsum("il,jl->ij", jnp.asarray(label_rows_a, jnp.float32),
+                       jnp.asarray(label_rows_b, jnp.float32), precision=_HIGHEST)
+  return overlap > 0
+
+
+def in_batch_contrastive_loss(a: jax.Array, b: jax.Array, scale: jax.Array, *,
+                              negatives: jax.Array | None = None,
+                              same_label: jax.Array | None = None,
+                              symmetric: bool = False) -> jax.Array:
+  """InfoNCE (multiple-negatives ranking): row i's positive is b[i], the other columns negatives.
+
+  Columns are b, then the explicit `negatives` [B, D] if given. `same_label` (bool [B, columns])
+  marks columns that must not serve as row i's negatives (false negatives of a labeling task);
+  column i, the positive, is always kept. `symmetric` averages in the b -> a direction over b's
+  columns only (negatives belong to the a side).
+  """
+  n = a.shape[0]
+  columns = b if negatives is None else jnp.concatenate([b, negatives], axis=0)
+  logits = scale * jnp.einsum("id,jd->ij", a, columns, precision=_HIGHEST)
+  drop = None if same_label is None else same_label & ~jnp.eye(n, columns.shape[0], dtype=bool)
+  loss = _positive_nll(logits, drop)
+  if symmetric:
+    drop_ba = None if drop is None else drop[:, :n].T
+    loss = (loss + _positive_nll(logits[:, :n].T, drop_ba)) / 2
+  return loss
+
+
+def _positive_nll(logits: jax.Array, drop: jax.Array | None) -> jax.Array:
+  """Mean -log softmax of the diagonal, ignoring `drop`ped columns."""
+  if drop is not None:
+    logits = jnp.where(drop, -jnp.inf, logits)
+  return -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=-1)))
+
+
+def matryoshka(loss_fn: Callable[..., jax.Array], dims: Sequence[int]) -> Callable[..., jax.Array]:
+  """`loss_fn` averaged over embedding prefixes of sizes `dims`, each re-normalised.
+
+  The wrapped loss takes `loss_fn`'s arguments; it truncates `a`, `b` and the keyword `negatives`
+  (when given), and passes the rest through. List the full dimension to include it.
+  """
+  dims = tuple(int(d) for d in dims)
+  if not dims or min(dims) < 1:
+    raise ValueError(f"matryoshka dims must be a non-empty list of positive sizes, got {dims}")
+
+  @functools.wraps(loss_fn)
+  def wrapped(a, b, *args, negatives=None, **kwargs):
+    if max(dims) > a.shape[-1]:
+      raise ValueError(f"matryoshka dims {dims} exceed the embedding size {a.shape[-1]}")
+    losses = []
+    for d in dims:
+      if negatives is not None:
+        kwargs["negatives"] = _prefix(negatives, d)
+      losses.append(loss_fn(_prefix(a, d), _prefix(b, d), *args, **kwargs))
+    return sum(losses) / len(dims)
+
+  return wrapped
+
+
+def _prefix(x: jax.Array, d: int) -> jax.Array:
+  x = x[..., :d]
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
