@@ -16,6 +16,10 @@ def load_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, **overrides)
   `overrides` replace `EncoderConfig` fields of a pretrained base (e.g. dtype="bfloat16").
   """
   mesh = mesh or sharding_lib.single_device_mesh()
+  from pe_jax.training import workdir as workdir_lib  # noqa: PLC0415 - keeps `import pe_jax.embed` light
+
+  if workdir_lib.is_workdir(spec):
+    return workdir_lib.load_trained_model(spec, mesh=mesh, **overrides)
   source = pretrained.resolve(spec, **overrides)
   model = weights.load_encoder(source.config, source.tensors, mesh=mesh, source=source.description)
   tokenizer = TextTokenizer(source.tokenizer, max_length=source.config.max_seq_length,

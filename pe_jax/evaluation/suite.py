@@ -1,0 +1,62 @@
+"""The evaluation suite of a config: per-task triplet accuracy plus the zero-shot sets.
+
+The trainer, `pe_jax.evaluate` and the ablations all build it here, so a baseline and a trained
+model are always scored by the same code on the same triplets.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import ml_collections
+import numpy as np
+
+from pe_jax.data import load as data_load
+from pe_jax.evaluation.evaluators import EmbedFn, Evaluator, TripletEvaluator, make_evaluator
+
+MEAN_KEY = "triplet_acc/mean"
+
+
+def check_no_leak(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config that trains on a split that an evaluation reads (see MANIFEST's overlaps)."""
+  evals = [(t.dataset, t.eval_split, f"task {name!r} eval") for name, t in config.tasks.items()]
+  evals += [(z.dataset, z.split, f"zero-shot {name!r}") for name, z in config.eval.zero_shot.items()]
+  problems = []
+  for name, task in config.tasks.items():
+    if task.weight == 0:
+      continue
+    for dataset, split, what in evals:
+      reason = data_load.overlaps(task.dataset, task.split, dataset, split)
+      if reason:
+        problems.append(f"task {name!r} trains on {task.dataset}:{task.split}, but {what} reads "
+                        f"{dataset}:{split}: {reason}")
+  if problems:
+    raise ValueError("train/eval leak:\n  " + "\n  ".join(problems))
+
+
+def build_suite(config: ml_collections.ConfigDict, *, data_dir=None, tfds_dir=None) -> dict[str, Evaluator]:
+  """Evaluator per name: every task in the config (dropped ones too: they are zero-shot then)."""
+  check_no_leak(config)
+  load = lambda dataset, split: data_load.load_split(dataset, split, data_dir=data_dir, tfds_dir=tfds_dir)
+  suite: dict[str, Evaluator] = {}
+  for name, task in config.tasks.items():
+    suite[name] = TripletEvaluator(load(task.dataset, task.eval_split), num_triplets=config.eval.num_triplets,
+                                   seed=config.seed)
+  for name, spec in config.eval.zero_shot.items():
+    options = {k: v for k, v in spec.items() if k not in ("kind", "dataset", "split")}
+    suite[name] = make_evaluator(spec.kind, data=load(spec.dataset, spec.split), **options)
+  return suite
+
+
+def run_suite(suite: Mapping[str, Evaluator], embed_fn: EmbedFn) -> dict[str, float]:
+  """Flat {"<name>/<metric>": value}, plus the mean triplet accuracy over the tasks."""
+  results = {}
+  triplet = []
+  for name, evaluator in suite.items():
+    for metric, value in evaluator.run(embed_fn).items():
+      results[f"{name}/{metric}"] = float(value)
+      if isinstance(evaluator, TripletEvaluator):
+        triplet.append(value)
+  if triplet:
+    results[MEAN_KEY] = float(np.mean(triplet))
+  return results

@@ -1,0 +1,35 @@
+r"""Train a multi-task post embedding.
+
+  python -m pe_jax.train --config configs/multitask.py --workdir workdirs/multitask
+  python -m pe_jax.train --config configs/multitask.py:smoke --workdir /tmp/smoke --config.total_steps=60
+
+Rerunning the same command continues from the workdir's last checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/multitask.py:smoke.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the config go.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Raw data folder (default: $PE_JAX_DATA_DIR).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from pe_jax.training.train import train_and_evaluate
+
+  config = _CONFIG.value
+  if _DATA_DIR.value:
+    with config.unlocked():
+      config.data_dir = _DATA_DIR.value
+  logging.set_verbosity(logging.INFO)
+  results = train_and_evaluate(config, _WORKDIR.value)
+  for key, value in sorted(results.items()):
+    print(f"{key}: {value:.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,125 @@
+"""Host side of a training step: which task each shard trains, its texts, and the padded arrays.
+
+Everything here is a pure function of (seed, step), so a resumed run reads exactly the batches the
+interrupted one would have. Each process builds only the shards its own devices hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from pe_jax import sharding as sharding_lib
+from pe_jax.tasks import mixture
+from pe_jax.tasks.pairs import PairTask
+from pe_jax.tokenization import TextTokenizer, bucket_length, clean_texts, pad_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+  """Which task each data-parallel shard trains at one step."""
+
+  step: int
+  task_ids: np.ndarray  # int [num_shards], indices into the mixture's task order
+
+
+class BatchBuilder:
+  """Turns (step) into the sharded global batch that `train_step` consumes."""
+
+  def __init__(
+      self,
+      tasks: Mapping[str, PairTask],
+      weights: Mapping[str, float],
+      tokenizer: TextTokenizer,
+      *,
+      mesh: jax.sharding.Mesh,
+      batch_size_per_shard: int,
+      seed: int,
+      per_shard_tasks: bool,
+      length_multiple: int = 16,
+  ):
+    self.order = mixture.task_order(weights)  # the task ids of the train step index this list
+    self.tasks = [tasks[name] for name in self.order]
+    self.weights = dict(weights)
+    self.tokenizer = tokenizer
+    self.mesh = mesh
+    self.batch_size = batch_size_per_shard
+    self.seed = seed
+    self.per_shard_tasks = per_shard_tasks
+    self.length_multiple = length_multiple
+    self.num_shards = sharding_lib.data_parallel_size(mesh)
+    self._sharding = sharding_lib.batch_sharding(mesh)
+    self._local_shards = _local_shard_indices(mesh)
+
+  def plan(self, step: int) -> StepPlan:
+    ids = mixture.task_schedule(self.weights, seed=self.seed, step=step, num_shards=self.num_shards,
+                                per_shard=self.per_shard_tasks)
+    return StepPlan(step, np.asarray(ids, np.int32))
+
+  def _shard_rows(self, plan: StepPlan, shard: int):
+    task = self.tasks[plan.task_ids[shard]]
+    batch = task.batch(self.seed, plan.step, self.batch_size, shard=shard, num_shards=self.num_shards)
+    texts_a, texts_b, texts_n = task.texts_for(batch)
+    has_neg = texts_n is not None
+    texts_n = texts_n if has_neg else [""] * len(texts_a)
+    b = len(texts_a)
+    # Columns are this block's partners then its negatives; True = not a negative for that row.
+    same = np.zeros((b, 2 * b), bool)
+    if batch.label_rows_a is not None:
+      la = batch.label_rows_a.astype(np.float32)
+      same[:, :b] = la @ batch.label_rows_b.astype(np.float32).T > 0
+      if has_neg:
+        same[:, b:] = la @ batch.label_rows_negatives.astype(np.float32).T > 0
+    # Repeated partner texts (one query, several relevant posts; duplicated pairs) are no negatives.
+    same[:, :b] |= batch.b[:, None] == batch.b[None, :]
+    if not has_neg:
+      same[:, b:] = True
+    return texts_a, texts_b, texts_n, batch.targets, np.full(b, float(has_neg), np.float32), same
+
+  def build(self, step: int) -> tuple[StepPlan, dict[str, jax.Array]]:
+    plan = self.plan(step)
+    rows = [self._shard_rows(plan, s) for s in self._local_shards]
+    sides = {}
+    encoded = {}
+    for side, k in (("a", 0), ("b", 1), ("n", 2)):
+      texts, _ = clean_texts([t for r in rows for t in r[k]])
+      encoded[side], _ = self.tokenizer.encode(texts)
+    longest = max(len(ids) for side_ids in encoded.values() for ids in side_ids)
+    length = _agree_on_length(bucket_length(longest, self.length_multiple, self.tokenizer.max_length))
+    for side, ids in encoded.items():
+      sides[f"{side}_ids"], sides[f"{side}_mask"] = pad_batch(ids, length, len(ids), self.tokenizer.pad_id)
+    local = {
+        **sides,
+        "targets": np.concatenate([r[3] for r in rows]).astype(np.float32),
+        "negatives_valid": np.concatenate([r[4] for r in rows]),
+        "same_label": np.concatenate([r[5] for r in rows]),
+        "task_ids": plan.task_ids[self._local_shards],
+    }
+    return plan, {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in local.items()}
+
+
+def _local_shard_indices(mesh: jax.sharding.Mesh) -> list[int]:
+  """Data-parallel shard indices whose rows live on this process's devices."""
+  sharding = sharding_lib.batch_sharding(mesh)
+  num_shards = sharding_lib.data_parallel_size(mesh)
+  index_map = sharding.addressable_devices_indices_map((num_shards,))
+  return sorted({idx[0].start or 0 for idx in index_map.values()})
+
+
+def _agree_on_length(length: int) -> int:
+  """Every process must pad to the same length, or the global batch has no single shape."""
+  if jax.process_count() == 1:
+    return length
+  return int(np.max(multihost_utils.process_allgather(np.asarray(length))))
+
+
+def task_sizes(tasks: Mapping[str, PairTask]) -> dict[str, int]:
+  return {name: len(task) for name, task in tasks.items()}
+
+
+def shard_task_names(order: Sequence[str], task_ids: np.ndarray) -> list[str]:
+  return [order[i] for i in task_ids]

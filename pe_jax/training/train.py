@@ -1,0 +1,213 @@
+"""`train_and_evaluate(config, workdir)`: multi-task post-embedding training, resumable and sharded.
+
+The sections run in a deliberate order: workdir and config first (a wrong config must fail before
+anything heavy), then the mesh, the data, the model created already sharded, the optimizer and the
+jitted step, the checkpoint restore, the evaluators, and the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+
+from pe_jax import sharding as sharding_lib
+from pe_jax.data import load as data_load
+from pe_jax.data.examples import LabeledTexts, RetrievalSet, TextPairs
+from pe_jax.evaluation import suite as suite_lib
+from pe_jax.models import pretrained, weights
+from pe_jax.models.post_model import PostEmbeddingModel
+from pe_jax.serving.embedder import Embedder
+from pe_jax.tasks import mixture
+from pe_jax.tasks.pairs import LabelingPairs, PairTask, QueryPosts, ScoredPairs
+from pe_jax.tokenization import TextTokenizer
+from pe_jax.training import batches as batches_lib
+from pe_jax.training import optimizer as optimizer_lib
+from pe_jax.training import workdir as workdir_lib
+from pe_jax.training.metrics_writer import MetricsWriter
+from pe_jax.training.step import TaskLoss, make_train_step
+
+
+def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
+  """The training tasks with a non-zero weight, each turned into pairs by its data's shape."""
+  tasks = {}
+  for name, spec in config.tasks.items():
+    if spec.weight == 0:
+      continue
+    data = data_load.load_split(spec.dataset, spec.split, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+    data = _renamed(data, name)
+    try:
+      if isinstance(data, LabeledTexts):
+        tasks[name] = LabelingPairs(data)
+      elif isinstance(data, TextPairs):
+        tasks[name] = ScoredPairs(data, spec.get("positive_threshold"))
+      elif isinstance(data, RetrievalSet):
+        tasks[name] = QueryPosts(data, negatives=spec.get("negatives", "random"))
+    except ValueError as e:
+      raise ValueError(f"task {name!r} ({spec.dataset}:{spec.split}): {e}") from e
+  if not tasks:
+    raise ValueError("every task has weight 0: nothing to train")
+  return tasks
+
+
+def _renamed(data, name: str):
+  import dataclasses
+
+  return dataclasses.replace(data, name=name)
+
+
+def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, head_specs):
+  """(model, tokenizer, source) with the encoder pretrained or freshly initialised, already sharded."""
+  source = pretrained.resolve(config.model.base, **config.model.encoder.to_dict())
+  if config.model.random_init:
+    encoder = weights.random_encoder(source.config, mesh=mesh, seed=config.seed)
+  else:
+    encoder = weights.load_encoder(source.config, source.tensors, mesh=mesh, source=source.description,
+                                   seed=config.seed)
+  with sharding_lib.activate(mesh):
+    model = PostEmbeddingModel(encoder, head_specs, rngs=nnx.Rngs(config.seed))
+  tokenizer = TextTokenizer(source.tokenizer, max_length=source.config.max_seq_length,
+                            pad_id=source.config.pad_token_id)
+  return model, tokenizer, source
+
+
+def _on_mesh(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Leaves not laid out on the mesh (optimizer counters) become replicated on it."""
+  def place(x):
+    s = getattr(x, "sharding", None)
+    if isinstance(s, jax.sharding.NamedSharding) and s.mesh == mesh:
+      return x
+    return jax.device_put(x, sharding_lib.replicated(mesh))
+  return jax.tree.map(place, tree)
+
+
+def _save_args(state: dict[str, Any]) -> ocp.args.Composite:
+  return ocp.args.Composite(
+      params=ocp.args.StandardSave(state["params"]),
+      train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+  """Trains until `config.total_steps`, resuming from `workdir` if it holds a run; returns the last eval."""
+  workdir = pathlib.Path(workdir)
+
+  # --- Workdir and config: refuse an incompatible run before any heavy work ------------------------
+  workdir_lib.check_or_write_config(workdir, config)
+  suite_lib.check_no_leak(config)
+
+  # --- Mesh ----------------------------------------------------------------------------------------
+  mesh = sharding_lib.make_mesh(config.mesh.to_dict())
+  num_shards = sharding_lib.data_parallel_size(mesh)
+  logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+
+  # --- Data: tasks and their mixture ---------------------------------------------------------------
+  tasks = build_tasks(config)
+  explicit = {n: t.weight for n, t in config.tasks.items() if n in tasks}
+  weights_by_task = mixture.mixture_weights(
+      batches_lib.task_sizes(tasks), config.mixture.scheme, temperature=config.mixture.temperature,
+      cap=config.mixture.cap, explicit=explicit)
+  logging.info("mixture: %s", {k: round(v, 4) for k, v in weights_by_task.items()})
+
+  # --- Model, created already sharded --------------------------------------------------------------
+  head_specs = [(name, dict(config.tasks[name].head)) for name in mixture.task_order(weights_by_task)]
+  model, tokenizer, source = build_model(config, mesh, head_specs)
+  workdir_lib.write_model_description(workdir, model.encoder.cfg, head_specs, source.prefix, source.tokenizer)
+  builder = batches_lib.BatchBuilder(
+      tasks, weights_by_task, tokenizer, mesh=mesh, batch_size_per_shard=config.batch_size, seed=config.seed,
+      per_shard_tasks=config.mixture.per_shard)
+
+  # --- Optimizer and the jitted step ---------------------------------------------------------------
+  accum = config.grad_accum_steps
+  schedule = optimizer_lib.learning_rate_schedule(config.copy_and_resolve_references()
+                                                  if accum == 1 else _updates_config(config, accum))
+  tx = optimizer_lib.make_optimizer(config if accum == 1 else _updates_config(config, accum))
+  if accum > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=accum)
+  graphdef, params = nnx.split(model)
+  state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
+  losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
+                     config.tasks[n].get("symmetric", False)) for n in builder.order]
+  train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum))
+
+  # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
+  manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
+  if (latest := manager.latest_step()) is not None:
+    restored = manager.restore(latest, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(workdir_lib.abstract_like(state["params"])),
+        train=ocp.args.StandardRestore(workdir_lib.abstract_like(
+            {"step": state["step"], "opt_state": state["opt_state"]}))))
+    state = {"step": restored["train"]["step"], "params": restored["params"],
+             "opt_state": restored["train"]["opt_state"]}
+    logging.info("resumed from %s at step %d", workdir, latest)
+  step = int(state["step"])
+
+  # --- Evaluators ----------------------------------------------------------------------------------
+  suite = suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+  embedder = Embedder(model.encoder, tokenizer, prefix=source.prefix, mesh=mesh,
+                      batch_size=-(-32 // num_shards) * num_shards)
+
+  def evaluate(params) -> dict[str, float]:
+    embedder.update_model(nnx.merge(graphdef, params).encoder)
+    return suite_lib.run_suite(suite, embedder)
+
+  # --- Loop ----------------------------------------------------------------------------------------
+  writer = MetricsWriter(workdir, resume_step=step, total_steps=config.total_steps)
+  every = lambda n: n and (step % n == 0 or step == config.total_steps)
+  results: dict[str, float] = {}
+  plan, batch = builder.build(step) if step < config.total_steps else (None, None)
+  try:
+    while step < config.total_steps:
+      state, metrics = train_step(state, batch)
+      step += 1
+      if step < config.total_steps:  # host work for the next step overlaps the device's
+        next_plan, next_batch = builder.build(step)
+      loss = float(metrics["loss"])
+      names = batches_lib.shard_task_names(builder.order, plan.task_ids)
+      if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"step {step}: loss is {loss} (tasks {sorted(set(names))}). Stopped; the last good checkpoint "
+            f"is step {manager.latest_step()} in {workdir / workdir_lib.CHECKPOINTS}.")
+      if every(config.log_every):
+        record = _step_record(loss, metrics, names)
+        writer.write(step, record)
+        writer.progress(step, loss, ",".join(sorted(set(names))))
+      evaluation = None
+      if every(config.eval_every):
+        evaluation = results = evaluate(state["params"])
+        writer.write(step, {f"eval/{k}": v for k, v in evaluation.items()})
+      if every(config.checkpoint_every) or evaluation:
+        manager.save(step, args=_save_args(state), metrics=evaluation)
+      if step < config.total_steps:
+        plan, batch = next_plan, next_batch
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  return results
+
+
+def _updates_config(config: ml_collections.ConfigDict, accum: int) -> ml_collections.ConfigDict:
+  """With accumulation the schedule counts updates, not micro-steps."""
+  c = config.copy_and_resolve_references()
+  c.total_steps = max(config.total_steps // accum, 1)
+  c.optimizer.warmup_steps = config.optimizer.warmup_steps // accum
+  return c
+
+
+def _step_record(loss: float, metrics: dict[str, jax.Array], names: list[str]) -> dict[str, Any]:
+  shard_loss = np.asarray(metrics["shard_loss"])
+  record: dict[str, Any] = {
+      "loss": loss, "task": ",".join(sorted(set(names))), "tasks": names,
+      "learning_rate": float(metrics["learning_rate"]), "grad_norm": float(metrics["grad_norm"]),
+  }
+  for name in sorted(set(names)):
+    record[f"loss/{name}"] = float(shard_loss[[n == name for n in names]].mean())
+  return record
