@@ -61,8 +61,10 @@ def main(argv):
   del argv
   import numpy as np
 
+  from pe_jax.runtime import enable_compilation_cache
   from pe_jax.serving.embedder import Embedder
 
+  enable_compilation_cache()
   path, out = pathlib.Path(_INPUT.value), pathlib.Path(_OUTPUT.value)
   if not path.is_file():
     sys.exit(f"--input {path}: no such file")

@@ -38,7 +38,7 @@ def clean_texts(texts: Sequence[object], offset: int = 0) -> tuple[list[str], To
     try:
       text.encode("utf-8")
     except UnicodeEncodeError:
-      text = text.encode("utf-8", "replace").decode("utf-8")
+      text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)  # encode's "replace" gives "?"
       stats.invalid_unicode += 1
     if not text.strip():
       stats.empty += 1
@@ -52,9 +52,9 @@ class TextTokenizer:
   def __init__(self, tokenizer: tokenizers.Tokenizer, *, max_length: int, pad_id: int | None = None):
     self.max_length = max_length
     self._tok = tokenizer
+    pad = tokenizer.padding["pad_id"] if tokenizer.padding else None  # read before no_padding() clears it
     self._tok.no_padding()
     self._tok.no_truncation()  # truncation is counted and applied here, so the summary can report it
-    pad = tokenizer.padding["pad_id"] if tokenizer.padding else None
     self.pad_id = pad_id if pad_id is not None else (pad if pad is not None else 0)
 
   @property

@@ -19,8 +19,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from pe_jax.runtime import enable_compilation_cache
   from pe_jax.training.train import train_and_evaluate
 
+  enable_compilation_cache()
   config = _CONFIG.value
   if _DATA_DIR.value:
     with config.unlocked():

@@ -7,6 +7,7 @@ jitted step, the checkpoint restore, the evaluators, and the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 from typing import Any
@@ -43,7 +44,7 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
     if spec.weight == 0:
       continue
     data = data_load.load_split(spec.dataset, spec.split, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
-    data = _renamed(data, name)
+    data = dataclasses.replace(data, name=name)  # errors and batches then speak of the task
     try:
       if isinstance(data, LabeledTexts):
         tasks[name] = LabelingPairs(data)
@@ -56,12 +57,6 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
   if not tasks:
     raise ValueError("every task has weight 0: nothing to train")
   return tasks
-
-
-def _renamed(data, name: str):
-  import dataclasses
-
-  return dataclasses.replace(data, name=name)
 
 
 def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, head_specs):
@@ -126,9 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # --- Optimizer and the jitted step ---------------------------------------------------------------
   accum = config.grad_accum_steps
-  schedule = optimizer_lib.learning_rate_schedule(config.copy_and_resolve_references()
-                                                  if accum == 1 else _updates_config(config, accum))
-  tx = optimizer_lib.make_optimizer(config if accum == 1 else _updates_config(config, accum))
+  schedule = optimizer_lib.learning_rate_schedule(_updates_config(config, accum))
+  tx = optimizer_lib.make_optimizer(config.optimizer, schedule)
   if accum > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=accum)
   graphdef, params = nnx.split(model)
@@ -156,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   def evaluate(params) -> dict[str, float]:
     embedder.update_model(nnx.merge(graphdef, params).encoder)
-    return suite_lib.run_suite(suite, embedder)
+    return suite_lib.run_suite(suite, embedder, tasks=list(config.tasks))
 
   # --- Loop ----------------------------------------------------------------------------------------
   writer = MetricsWriter(workdir, resume_step=step, total_steps=config.total_steps)

@@ -120,10 +120,11 @@ def abstract_model(encoder_config: EncoderConfig, head_specs, mesh: jax.sharding
   return graphdef, target
 
 
-def load_trained_model(spec: str, *, mesh: jax.sharding.Mesh, step: int | None = None, best: bool = False,
+def load_trained_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, step: int | None = None, best: bool = False,
                        best_metric: str | None = None, **overrides):
   """(encoder, tokenizer, prefix) from a workdir's latest (or `step`, or best) checkpoint."""
   workdir = pathlib.Path(spec)
+  mesh = mesh or sharding_lib.single_device_mesh()
   encoder_config, head_specs, prefix = read_model_description(workdir)
   if overrides:
     encoder_config = encoder_config.replace(**{k: v for k, v in overrides.items() if k in ("dtype",)})
