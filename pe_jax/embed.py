@@ -68,6 +68,8 @@ def main(argv):
   path, out = pathlib.Path(_INPUT.value), pathlib.Path(_OUTPUT.value)
   if not path.is_file():
     sys.exit(f"--input {path}: no such file")
+  if out.suffix != ".npy":
+    sys.exit(f"--output {out}: must end in .npy (numpy would add the suffix and the ids sidecar would not match)")
   jsonl = _FORMAT.value == "jsonl" or (_FORMAT.value == "auto" and path.suffix in (".jsonl", ".ndjson"))
   ids: list = []
   texts = read_jsonl(path, _TEXT_FIELD.value, _ID_FIELD.value, ids) if jsonl else read_lines(path)

@@ -98,7 +98,11 @@ def _load_tokenizer(folder: pathlib.Path) -> tokenizers.Tokenizer:
   path = folder / "tokenizer.json"
   if path.exists():
     return tokenizers.Tokenizer.from_file(str(path))
-  try:  # vocab.txt / sentencepiece.bpe.model: transformers converts them to a fast tokenizer
+  vocab_files = ("vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "vocab.json")
+  if not any((folder / f).exists() for f in vocab_files):
+    # transformers would build a tokenizer of special tokens only: every word [UNK], no error.
+    raise FileNotFoundError(f"{folder} has no tokenizer.json and no vocabulary file ({', '.join(vocab_files)})")
+  try:  # a vocabulary file: transformers converts it to a fast tokenizer
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer

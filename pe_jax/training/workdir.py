@@ -33,7 +33,7 @@ CHECKPOINTS = "checkpoints"
 # Settings that may change between a run and its resumption without changing what it computes
 # up to the restored step. total_steps reshapes the learning-rate decay from then on.
 RESUMABLE_CHANGES = ("total_steps", "log_every", "checkpoint_every", "eval_every", "keep_checkpoints",
-                     "data_dir", "tfds_dir", "eval.")
+                     "data_dir", "tfds_dir", "eval.", "mesh.")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

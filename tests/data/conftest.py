@@ -1,30 +1,12 @@
-"""Fixtures for the data tests: the real staged data, a shared tfds dir, synthetic data folders."""
+"""Fixtures for the data tests: synthetic data folders (the staged data and tfds dir are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 from typing import Callable
 
 import pytest
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def shared_data_dir() -> pathlib.Path:
-  """$PE_JAX_DATA_DIR, else <repo>/../shared/data."""
-  path = pathlib.Path(os.environ.get("PE_JAX_DATA_DIR") or REPO.parent / "shared" / "data")
-  if not (path / "MANIFEST.md").is_file():
-    pytest.skip(f"staged data not found at {path} (set PE_JAX_DATA_DIR)")
-  return path
-
-
-@pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory) -> pathlib.Path:
-  """One tfds dir per test session, so each real dataset is prepared once."""
-  return tmp_path_factory.mktemp("tfds")
 
 
 def _manifest_row(relpath: str, data: bytes, lines: int | None = None) -> str:
