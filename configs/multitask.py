@@ -54,15 +54,25 @@ def _parse(arg: str | None) -> dict[str, str]:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: "smoke" (tiny random model, 3 real tasks, 30 steps) or "demo" (real MiniLM, 4 tasks, 120 steps)."""
   args = _parse(arg)
-  smoke = args.get("smoke") == "true"
-  demo = args.get("demo") == "true"
+  for key, value in args.items():
+    if key not in VARIANTS:
+      raise ValueError(f"unknown config switch {key!r}={value!r}; known: {', '.join(VARIANTS)}")
+  smoke, demo = "smoke" in args, "demo" in args
+  names = SMOKE_TASKS if smoke else DEMO_TASKS if demo else tuple(LABELING_TASKS)
+  zero_shot = {} if smoke else {"zs_sts": ZERO_SHOT["zs_sts"]} if demo else ZERO_SHOT
+  return recipe({n: LABELING_TASKS[n] for n in names}, zero_shot, base="minilm-l6", smoke=smoke, demo=demo)
+
+
+def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str, smoke: bool = False,
+           demo: bool = False) -> ml_collections.ConfigDict:
+  """The shared recipe: `tasks` maps name -> (dataset, train split, eval split). Other configs call it."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data_dir = ml_collections.config_dict.placeholder(str)  # raw data folder; None -> $PE_JAX_DATA_DIR
   c.tfds_dir = ml_collections.config_dict.placeholder(str)  # prepared datasets; None -> $PE_JAX_TFDS_DIR or ~/.cache/pe_jax/tfds
 
   c.model = ml_collections.ConfigDict()
-  c.model.base = "minilm-l6"  # alias, Hugging Face folder or hub id; gives the tokenizer and weights
+  c.model.base = base  # alias, Hugging Face folder or hub id; gives the tokenizer and weights
   c.model.random_init = smoke  # True: same tokenizer, fresh tiny weights (tests, smoke runs)
   c.model.encoder = ml_collections.ConfigDict(dict(
       projection_dim=50,  # the paper's compact post embedding
@@ -75,8 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                 max_seq_length=64))
 
   c.tasks = ml_collections.ConfigDict()
-  for name in SMOKE_TASKS if smoke else DEMO_TASKS if demo else LABELING_TASKS:
-    dataset, split, eval_split = LABELING_TASKS[name]
+  for name, (dataset, split, eval_split) in tasks.items():
     c.tasks[name] = ml_collections.ConfigDict(dict(
         dataset=dataset, split=split, eval_split=eval_split,
         loss="bce",  # "bce" (paper) or "contrastive" (in-batch negatives, label-aware masking)
@@ -108,9 +117,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.best_metric = "triplet_acc/mean"  # checkpoints ranked by this (higher is better)
   c.eval = ml_collections.ConfigDict(dict(
       num_triplets=200 if smoke else 1_000 if demo else 2_000,  # per task, from its eval split
-      zero_shot={} if smoke else {"zs_sts": ZERO_SHOT["zs_sts"]} if demo else ZERO_SHOT,
+      zero_shot=zero_shot,
   ))
-  for key, value in args.items():
-    if key not in VARIANTS:
-      raise ValueError(f"unknown config switch {key!r}={value!r}; known: {', '.join(VARIANTS)}")
   return c
