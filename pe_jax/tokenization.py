@@ -86,3 +86,42 @@ def pad_batch(rows: Sequence[np.ndarray], length: int, batch_size: int, pad_id: 
     ids[r, : len(row)] = row
     mask[r, : len(row)] = 1
   return ids, mask
+
+
+def pack_rows(rows: Sequence[np.ndarray], text_ids: Sequence[int], length: int) -> list[list[int]]:
+  """First-fit-decreasing packing of token rows into rows of `length`: which texts share each row.
+
+  Returns, per packed row, the positions (into `rows`) of the texts it holds, longest first.
+  """
+  order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+  packed: list[list[int]] = []
+  free: list[int] = []
+  for i in order:
+    n = len(rows[i])
+    if n > length:
+      raise ValueError(f"text {text_ids[i]} has {n} tokens, more than the packed row length {length}")
+    slot = next((r for r, f in enumerate(free) if f >= n), None)
+    if slot is None:
+      packed.append([i])
+      free.append(length - n)
+    else:
+      packed[slot].append(i)
+      free[slot] -= n
+  return packed
+
+
+def packed_arrays(rows: Sequence[np.ndarray], text_ids: Sequence[int], packing: list[list[int]], length: int,
+                  num_rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(ids, segment ids = 1 + text id or 0 for padding, positions) [num_rows, length] for `packing`."""
+  ids = np.full((num_rows, length), pad_id, np.int32)
+  segments = np.zeros((num_rows, length), np.int32)
+  positions = np.zeros((num_rows, length), np.int32)
+  for r, members in enumerate(packing):
+    start = 0
+    for i in members:
+      n = len(rows[i])
+      ids[r, start : start + n] = rows[i]
+      segments[r, start : start + n] = text_ids[i] + 1
+      positions[r, start : start + n] = np.arange(n)
+      start += n
+  return ids, segments, positions

@@ -139,10 +139,9 @@ class Embeddings(nnx.Module):
     self.token_type = _embed(rngs, cfg, cfg.type_vocab_size, None)
     self.norm = _norm(rngs, cfg)
 
-  def __call__(self, input_ids, token_type_ids):
-    # Right-padded batches: real tokens sit at 0..n-1, so positions need no cumsum over the mask.
-    positions = jnp.arange(input_ids.shape[1])[None, :] + self.cfg.position_offset
-    x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
+  def __call__(self, input_ids, positions):
+    # Token type 0 throughout: posts are embedded one text at a time, never as a pair in one row.
+    x = self.word(input_ids) + self.position(positions + self.cfg.position_offset) + self.token_type.embedding[0]
     return self.norm(x)
 
 
@@ -205,19 +204,44 @@ class Encoder(nnx.Module):
         _dense(rngs, cfg, cfg.hidden_size, cfg.projection_dim, ("embed", "proj"))
         if cfg.projection_dim else None)
 
-  def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    x = self.embeddings(input_ids, token_type_ids)
-    mask = attention_mask.astype(bool)[:, None, None, :]
+  def _transform(self, input_ids, positions, mask):
+    x = self.embeddings(input_ids, positions)
     for layer in self.layers:
       x = layer(x, mask)
     return x
 
-  def __call__(self, input_ids, attention_mask, token_type_ids=None):
-    hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
-    # Pool and project in fp32: the 50-d output is compared by cosine and small errors matter there.
-    pooled = pool(hidden.astype(jnp.float32), attention_mask, self.cfg.pooling)
+  def _finish(self, pooled):
+    # Project and normalise in fp32: the 50-d output is compared by cosine and small errors matter there.
+    pooled = pooled.astype(jnp.float32)
     if self.projection is not None:
       pooled = self.projection(pooled).astype(jnp.float32)
     return l2_normalize(pooled) if self.cfg.normalize else pooled
+
+  def hidden_states(self, input_ids, attention_mask):
+    """Right-padded rows, one text each: real tokens sit at 0..n-1, so positions are a plain range."""
+    positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+    return self._transform(input_ids, positions, attention_mask.astype(bool)[:, None, None, :])
+
+  def __call__(self, input_ids, attention_mask):
+    hidden = self.hidden_states(input_ids, attention_mask)
+    return self._finish(pool(hidden.astype(jnp.float32), attention_mask, self.cfg.pooling))
+
+  def embed_packed(self, input_ids, segment_ids, positions, num_texts: int):
+    """Several texts packed into each row, so no compute goes to padding (training batches).
+
+    `segment_ids[r, t]` is 1 + the index of the text that token belongs to (0: padding), `positions`
+    restart at 0 for each text. Attention stays inside a text; pooling is per text. -> [num_texts, D].
+    """
+    seg = segment_ids[:, :, None]
+    mask = (seg == segment_ids[:, None, :]) & (seg > 0)
+    hidden = self._transform(input_ids, positions, mask[:, None])
+    flat = hidden.reshape(-1, hidden.shape[-1]).astype(jnp.float32)
+    text = segment_ids.reshape(-1) - 1  # padding -> -1, which segment_sum drops
+    if self.cfg.pooling == "cls":
+      first = (positions.reshape(-1) == 0)[:, None]
+      pooled = jax.ops.segment_sum(flat * first, text, num_segments=num_texts)
+    else:
+      sums = jax.ops.segment_sum(flat, text, num_segments=num_texts)
+      counts = jax.ops.segment_sum(jnp.ones_like(text, jnp.float32), text, num_segments=num_texts)
+      pooled = sums / jnp.maximum(counts, 1.0)[:, None]
+    return self._finish(pooled)

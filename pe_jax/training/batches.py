@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 from pe_jax import sharding as sharding_lib
 from pe_jax.tasks import mixture
 from pe_jax.tasks.pairs import PairTask
-from pe_jax.tokenization import TextTokenizer, bucket_length, clean_texts, pad_batch
+from pe_jax.tokenization import TextTokenizer, clean_texts, pack_rows, packed_arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class BatchBuilder:
       batch_size_per_shard: int,
       seed: int,
       per_shard_tasks: bool,
-      length_multiple: int = 16,
+      rows_multiple: int = 8,
   ):
     self.order = mixture.task_order(weights)  # the task ids of the train step index this list
     self.tasks = [tasks[name] for name in self.order]
@@ -50,7 +50,8 @@ class BatchBuilder:
     self.batch_size = batch_size_per_shard
     self.seed = seed
     self.per_shard_tasks = per_shard_tasks
-    self.length_multiple = length_multiple
+    # Packed row counts are rounded up to this, so only a few batch shapes ever compile.
+    self.rows_multiple = rows_multiple
     self.num_shards = sharding_lib.data_parallel_size(mesh)
     self._sharding = sharding_lib.batch_sharding(mesh)
     self._local_shards = _local_shard_indices(mesh)
@@ -81,19 +82,27 @@ class BatchBuilder:
     return texts_a, texts_b, texts_n, batch.targets, np.full(b, float(has_neg), np.float32), same
 
   def build(self, step: int) -> tuple[StepPlan, dict[str, jax.Array]]:
+    """The global batch of `step`, texts packed several to a row (see `Encoder.embed_packed`).
+
+    Text `side * S * B + shard * B + i` is row i of side a / b / negatives (side 0 / 1 / 2) of a shard;
+    each shard's texts are packed into that shard's own rows, so the rows shard like any batch.
+    """
     plan = self.plan(step)
     rows = [self._shard_rows(plan, s) for s in self._local_shards]
-    sides = {}
-    encoded = {}
-    for side, k in (("a", 0), ("b", 1), ("n", 2)):
-      texts, _ = clean_texts([t for r in rows for t in r[k]])
-      encoded[side], _ = self.tokenizer.encode(texts)
-    longest = max(len(ids) for side_ids in encoded.values() for ids in side_ids)
-    length = _agree_on_length(bucket_length(longest, self.length_multiple, self.tokenizer.max_length))
-    for side, ids in encoded.items():
-      sides[f"{side}_ids"], sides[f"{side}_mask"] = pad_batch(ids, length, len(ids), self.tokenizer.pad_id)
+    S, B, length = self.num_shards, self.batch_size, self.tokenizer.max_length
+    packs = []
+    for (texts_a, texts_b, texts_n, *_), shard in zip(rows, self._local_shards):
+      texts, _ = clean_texts(texts_a + texts_b + texts_n)
+      tokens, _ = self.tokenizer.encode(texts)
+      text_ids = [side * S * B + shard * B + i for side in range(3) for i in range(B)]
+      packs.append((tokens, text_ids, pack_rows(tokens, text_ids, length)))
+    most = max(len(packing) for _, _, packing in packs)
+    num_rows = _agree_on_max(-(-most // self.rows_multiple) * self.rows_multiple)
+    arrays = [packed_arrays(t, ids, packing, length, num_rows, self.tokenizer.pad_id) for t, ids, packing in packs]
     local = {
-        **sides,
+        "ids": np.concatenate([a[0] for a in arrays]),
+        "segments": np.concatenate([a[1] for a in arrays]),
+        "positions": np.concatenate([a[2] for a in arrays]),
         "targets": np.concatenate([r[3] for r in rows]).astype(np.float32),
         "negatives_valid": np.concatenate([r[4] for r in rows]),
         "same_label": np.concatenate([r[5] for r in rows]),
@@ -110,11 +119,11 @@ def _local_shard_indices(mesh: jax.sharding.Mesh) -> list[int]:
   return sorted({idx[0].start or 0 for idx in index_map.values()})
 
 
-def _agree_on_length(length: int) -> int:
-  """Every process must pad to the same length, or the global batch has no single shape."""
+def _agree_on_max(value: int) -> int:
+  """Every process must use the same row count, or the global batch has no single shape."""
   if jax.process_count() == 1:
-    return length
-  return int(np.max(multihost_utils.process_allgather(np.asarray(length))))
+    return value
+  return int(np.max(multihost_utils.process_allgather(np.asarray(value))))
 
 
 def task_sizes(tasks: Mapping[str, PairTask]) -> dict[str, int]:

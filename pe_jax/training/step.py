@@ -59,10 +59,8 @@ def _block_loss_fn(task: TaskLoss) -> Callable:
 
 def encode_sides(encoder, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One encoder pass over anchors, partners and negatives together (siamese: shared weights)."""
-  n = batch["a_ids"].shape[0]
-  ids = jnp.concatenate([batch["a_ids"], batch["b_ids"], batch["n_ids"]])
-  mask = jnp.concatenate([batch["a_mask"], batch["b_mask"], batch["n_mask"]])
-  emb = encoder(ids, mask)
+  n = batch["targets"].shape[0]
+  emb = encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n)
   return emb[:n], emb[n : 2 * n], emb[2 * n :]
 
 

@@ -83,7 +83,8 @@ def checkpoint_manager(workdir: pathlib.Path, *, keep: int, best_metric: str | N
   if best_metric:
     policies.append(ocm.BestN(get_metric_fn=lambda m: m[best_metric], n=1, keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=ocm.AnyPreservationPolicy(policies), create=True, enable_async_checkpointing=True)
+      preservation_policy=ocm.AnyPreservationPolicy(policies), create=True, enable_async_checkpointing=True,
+      best_fn=(lambda m: m[best_metric]) if best_metric else None)  # without best_fn orbax writes no metrics
   return ocp.CheckpointManager((workdir / CHECKPOINTS).absolute(), options=options, item_names=("params", "train"))
 
 
@@ -99,7 +100,7 @@ def abstract_like(tree: Any) -> Any:
 
 def is_workdir(spec: str) -> bool:
   path = pathlib.Path(spec)
-  return (path / MODEL_FILE).is_file() and (path / CHECKPOINTS).is_dir()
+  return (path / MODEL_FILE).is_file()  # without checkpoints: load_trained_model says so
 
 
 def read_model_description(workdir: pathlib.Path) -> tuple[EncoderConfig, list, str]:
@@ -129,7 +130,8 @@ def load_trained_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, step
   if overrides:
     encoder_config = encoder_config.replace(**{k: v for k, v in overrides.items() if k in ("dtype",)})
   graphdef, target = abstract_model(encoder_config, head_specs, mesh)
-  manager = ocp.CheckpointManager((workdir / CHECKPOINTS).absolute(), item_names=("params", "train"))
+  manager = ocp.CheckpointManager((workdir / CHECKPOINTS).absolute(), item_names=("params", "train"),
+                                 options=ocp.CheckpointManagerOptions(create=False))  # reading never creates
   if best:
     metric = best_metric or json.loads((workdir / CONFIG_FILE).read_text()).get("best_metric")
     step = best_step(manager, metric)
