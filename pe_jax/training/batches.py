@@ -40,6 +40,7 @@ class BatchBuilder:
       batch_size_per_shard: int,
       seed: int,
       per_shard_tasks: bool,
+      prefix: str = "",
       rows_multiple: int = 8,
   ):
     self.order = mixture.task_order(weights)  # the task ids of the train step index this list
@@ -50,6 +51,7 @@ class BatchBuilder:
     self.batch_size = batch_size_per_shard
     self.seed = seed
     self.per_shard_tasks = per_shard_tasks
+    self.prefix = prefix  # the model's text prefix ("query: " for e5): training sees what serving sees
     # Packed row counts are rounded up to this, so only a few batch shapes ever compile.
     self.rows_multiple = rows_multiple
     self.num_shards = sharding_lib.data_parallel_size(mesh)
@@ -92,7 +94,7 @@ class BatchBuilder:
     S, B, length = self.num_shards, self.batch_size, self.tokenizer.max_length
     packs = []
     for (texts_a, texts_b, texts_n, *_), shard in zip(rows, self._local_shards):
-      texts, _ = clean_texts(texts_a + texts_b + texts_n)
+      texts, _ = clean_texts([self.prefix + t for t in texts_a + texts_b + texts_n])
       tokens, _ = self.tokenizer.encode(texts)
       text_ids = [side * S * B + shard * B + i for side in range(3) for i in range(B)]
       packs.append((tokens, text_ids, pack_rows(tokens, text_ids, length)))

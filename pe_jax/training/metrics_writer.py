@@ -66,8 +66,14 @@ def _duration(seconds: float) -> str:
 def _drop_steps_after(path: pathlib.Path, step: int) -> None:
   if not path.exists():
     return
-  kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-          if line.strip() and json.loads(line)["step"] <= step]
+  kept = []
+  for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue  # the line a killed run was writing
+    if record["step"] <= step:
+      kept.append(line)
   path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 

@@ -95,7 +95,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ta
     (loss, per_shard), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, "shard_loss": per_shard, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "shard_loss": per_shard, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state["step"])}
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 

@@ -43,7 +43,10 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
   for name, spec in config.tasks.items():
     if spec.weight == 0:
       continue
-    data = data_load.load_split(spec.dataset, spec.split, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+    try:
+      data = data_load.load_split(spec.dataset, spec.split, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+      raise ValueError(f"task {name!r}: cannot load {spec.dataset}:{spec.split}: {e}") from e
     data = dataclasses.replace(data, name=name)  # errors and batches then speak of the task
     try:
       if isinstance(data, LabeledTexts):
@@ -117,7 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   workdir_lib.write_model_description(workdir, model.encoder.cfg, head_specs, source.prefix, source.tokenizer)
   builder = batches_lib.BatchBuilder(
       tasks, weights_by_task, tokenizer, mesh=mesh, batch_size_per_shard=config.batch_size, seed=config.seed,
-      per_shard_tasks=config.mixture.per_shard)
+      per_shard_tasks=config.mixture.per_shard, prefix=source.prefix)
 
   # --- Optimizer and the jitted step ---------------------------------------------------------------
   accum = config.grad_accum_steps
@@ -156,19 +159,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   writer = MetricsWriter(workdir, resume_step=step, total_steps=config.total_steps)
   every = lambda n: n and (step % n == 0 or step == config.total_steps)
   results: dict[str, float] = {}
-  plan, batch = builder.build(step) if step < config.total_steps else (None, None)
   try:
+    plan, batch = builder.build(step) if step < config.total_steps else (None, None)
     while step < config.total_steps:
       state, metrics = train_step(state, batch)
       step += 1
       if step < config.total_steps:  # host work for the next step overlaps the device's
         next_plan, next_batch = builder.build(step)
-      loss = float(metrics["loss"])
+      loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
       names = batches_lib.shard_task_names(builder.order, plan.task_ids)
-      if not math.isfinite(loss):
+      if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        # Nothing of this step is saved. Rerunning resumes from the latest checkpoint and meets the same
+        # batch again: lower the learning rate or fix the data (named tasks) in a new workdir.
         raise FloatingPointError(
-            f"step {step}: loss is {loss} (tasks {sorted(set(names))}). Stopped; the last good checkpoint "
-            f"is step {manager.latest_step()} in {workdir / workdir_lib.CHECKPOINTS}.")
+            f"step {step}: loss {loss}, gradient norm {grad_norm} (tasks {sorted(set(names))}). Stopped "
+            f"without saving; the latest checkpoint is step {manager.latest_step()} in "
+            f"{workdir / workdir_lib.CHECKPOINTS}.")
       if every(config.log_every):
         record = _step_record(loss, metrics, names)
         writer.write(step, record)

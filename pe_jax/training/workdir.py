@@ -31,7 +31,8 @@ TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINTS = "checkpoints"
 
 # Settings that may change between a run and its resumption without changing what it computes
-# up to the restored step. total_steps reshapes the learning-rate decay from then on.
+# up to the restored step. total_steps reshapes the learning-rate decay from then on; a mesh with
+# another data-parallel size draws another task schedule from then on.
 RESUMABLE_CHANGES = ("total_steps", "log_every", "checkpoint_every", "eval_every", "keep_checkpoints",
                      "data_dir", "tfds_dir", "eval.", "mesh.")
 
@@ -139,7 +140,7 @@ def load_trained_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, step
       raise FileNotFoundError(f"{workdir}: no checkpoint carries the metric {metric!r}")
   step = step if step is not None else manager.latest_step()
   if step is None or step not in manager.all_steps():
-    raise FileNotFoundError(f"{workdir / CHECKPOINTS}: no checkpoint {'at step ' + str(step) if step else 'found'}; "
+    raise FileNotFoundError(f"{workdir / CHECKPOINTS}: no checkpoint {'found' if step is None else 'at step ' + str(step)}; "
                             f"have {manager.all_steps()}")
   restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
   model = nnx.merge(graphdef, restored["params"])

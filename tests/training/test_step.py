@@ -1,0 +1,144 @@
+"""The train step's loss: each block of the global batch is scored by its own task's loss and head."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from pe_jax.tokenization import pack_rows, packed_arrays
+from pe_jax.training.step import TaskLoss, compute_loss, make_train_step
+
+TASKS = (TaskLoss("alpha", "bce"), TaskLoss("bravo", "bce", matryoshka_dims=(4, 8)),
+         TaskLoss("charlie", "contrastive", symmetric=True), TaskLoss("delta", "bce"))
+HEADS = [("alpha", {}), ("bravo", {"bias_init": -2.0}), ("charlie", {"projection_dim": 4}), ("delta", {})]
+ROWS = 4  # pairs per block
+ROW_LENGTH = 16  # packed rows; texts are 2 to 8 tokens
+
+
+def random_texts(num_blocks: int, seed: int = 0) -> list[np.ndarray]:
+  """Token ids of every text of a batch, side-major: text `side * N + r` for the N = blocks * ROWS rows."""
+  rng = np.random.default_rng(seed)
+  return [rng.integers(5, 50, size=rng.integers(2, 9)).astype(np.int32) for _ in range(3 * num_blocks * ROWS)]
+
+
+def make_batch(task_ids, texts=None, seed: int = 0, negatives_valid: float = 1.0) -> dict[str, np.ndarray]:
+  """A global batch of len(task_ids) blocks, texts packed into rows as BatchBuilder packs them."""
+  n = len(task_ids) * ROWS
+  texts = random_texts(len(task_ids), seed) if texts is None else texts
+  packing = pack_rows(texts, range(3 * n), ROW_LENGTH)
+  ids, segments, positions = packed_arrays(texts, range(3 * n), packing, ROW_LENGTH, len(packing), pad_id=0)
+  rng = np.random.default_rng(seed)
+  same = np.zeros((n, 2 * ROWS), bool)
+  same[:, :ROWS] = np.eye(ROWS, dtype=bool)[np.arange(n) % ROWS]
+  same[n // 2:, 1] = True  # some in-block false negatives, masked for the contrastive task
+  return dict(ids=ids, segments=segments, positions=positions, targets=rng.uniform(0, 1, n).astype(np.float32),
+              negatives_valid=np.full(n, negatives_valid, np.float32), same_label=same,
+              task_ids=np.asarray(task_ids, np.int32))
+
+
+def block(task_ids, s: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """Block `s` of `make_batch(task_ids, seed=seed)` as a one-block batch of its own."""
+  n = len(task_ids) * ROWS
+  texts = random_texts(len(task_ids), seed)
+  mine = [texts[side * n + s * ROWS + i] for side in range(3) for i in range(ROWS)]
+  full, alone = make_batch(task_ids, seed=seed), make_batch([task_ids[s]], mine)
+  rows = slice(s * ROWS, (s + 1) * ROWS)
+  return {**alone, **{k: full[k][rows] for k in ("targets", "negatives_valid", "same_label")}}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+  return tiny_model(HEADS)
+
+
+@pytest.fixture(scope="module")
+def loss_fn(model):
+  graphdef, _ = model
+  return jax.jit(lambda params, batch: compute_loss(nnx.merge(graphdef, params), batch, TASKS))
+
+
+def with_head_bias(params, task: str, delta: float):
+  params = jax.tree.map(lambda x: x, params)  # a copy: nnx.State is mutable
+  params["heads"][task]["bias"].set_value(params["heads"][task]["bias"].get_value() + delta)
+  return params
+
+
+def test_each_block_is_its_own_one_block_batch(model, loss_fn):
+  """No text of one block touches another block's: not as an in-batch negative, nor through the
+  packed rows the blocks share (attention stays inside a text). The total is the blocks' mean."""
+  _, params = model
+  batch = make_batch([2, 0, 2, 1])
+  loss, per_shard = loss_fn(params, batch)
+  assert per_shard.shape == (4,)
+  np.testing.assert_allclose(loss, per_shard.mean(), rtol=1e-6)
+  for s in range(4):
+    alone, _ = loss_fn(params, block([2, 0, 2, 1], s))
+    np.testing.assert_allclose(per_shard[s], alone, rtol=1e-5, err_msg=f"block {s}")
+
+
+@pytest.mark.parametrize("task", range(len(TASKS)))
+def test_a_head_only_moves_the_blocks_of_its_task(model, loss_fn, task):
+  _, params = model
+  task_ids = np.array([2, 0, 2, 1])
+  batch = make_batch(task_ids)
+  _, before = loss_fn(params, batch)
+  _, after = loss_fn(with_head_bias(params, TASKS[task].name, 3.0), batch)
+  changed = np.abs(np.asarray(after) - np.asarray(before)) > 1e-6
+  # Contrastive losses are shift-invariant in the bias: that head's bias moves nothing.
+  expected = (task_ids == task) & (TASKS[task].kind == "bce")
+  np.testing.assert_array_equal(changed, expected)
+
+
+def test_a_head_projection_only_moves_the_blocks_of_its_task(model, loss_fn):
+  _, params = model
+  task_ids = np.array([2, 0, 2, 1])
+  batch = make_batch(task_ids)
+  _, before = loss_fn(params, batch)
+  moved = jax.tree.map(lambda x: x, params)
+  kernel = moved["heads"]["charlie"]["projection"]["kernel"]
+  kernel.set_value(kernel.get_value() * np.array([3.0, 1.0, 1.0, 1.0], np.float32))  # not a rotation
+  _, after = loss_fn(moved, batch)
+  np.testing.assert_array_equal(np.abs(np.asarray(after) - np.asarray(before)) > 1e-6, task_ids == 2)
+
+
+def test_bce_counts_negatives_only_where_valid(model, loss_fn):
+  _, params = model
+  task_ids = [0, 1, 3, 0]
+  texts = random_texts(len(task_ids))
+  n = len(task_ids) * ROWS
+  other_negatives = texts[:2 * n] + texts[2 * n:][::-1]
+  for valid, should_move in ((0.0, False), (1.0, True)):
+    _, a = loss_fn(params, make_batch(task_ids, texts, negatives_valid=valid))
+    _, b = loss_fn(params, make_batch(task_ids, other_negatives, negatives_valid=valid))
+    assert (np.abs(np.asarray(a) - np.asarray(b)) > 1e-6).all() == should_move, f"negatives_valid={valid}"
+
+
+def test_unknown_loss_names_the_task():
+  with pytest.raises(ValueError, match=r"task 'emotion': loss 'hinge' is not one of"):
+    TaskLoss("emotion", "hinge")
+
+
+def test_train_step_updates_params_and_reports_its_schedule(model):
+  graphdef, params = model
+  tasks = TASKS[:2]  # fewer heads in the program: it compiles in a third of the time
+  batch = make_batch([0, 1, 1, 0])
+  expected_loss, expected_per_shard = jax.jit(
+      lambda p, b: compute_loss(nnx.merge(graphdef, p), b, tasks))(params, batch)
+  schedule = optax.linear_schedule(1e-2, 0.0, 10)
+  tx = optax.adam(schedule)
+  step = make_train_step(graphdef, tx, tasks, schedule)
+  params = jax.tree.map(jnp.copy, params)  # the step donates its state; the fixture's stays intact
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
+  losses = []
+  for i in range(4):
+    state, metrics = step(state, batch)
+    if i == 0:
+      np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-6)
+      np.testing.assert_allclose(metrics["shard_loss"], expected_per_shard, rtol=1e-6)
+      assert float(metrics["grad_norm"]) > 0
+    np.testing.assert_allclose(metrics["learning_rate"], schedule(i), rtol=1e-6)
+    losses.append(float(metrics["loss"]))
+  assert int(state["step"]) == 4
+  assert losses[-1] < losses[0], losses  # the same batch four times: it must be learnt

@@ -1,0 +1,171 @@
+"""`train_and_evaluate` end to end on the smoke recipe: what it logs, how it fails, its variants."""
+
+import collections
+import dataclasses
+import math
+import re
+import struct
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from pe_jax import sharding as sharding_lib
+from pe_jax.data import load as data_load
+from pe_jax.data.examples import LabeledTexts
+from pe_jax.models import pretrained
+from pe_jax.tokenization import TextTokenizer
+from pe_jax.training import train as train_lib
+from pe_jax.training import workdir as workdir_lib
+from pe_jax.training.metrics_writer import read_metrics
+from pe_jax.training.train import build_tasks, train_and_evaluate
+
+
+def encoder_weights(workdir, step: int) -> dict[str, np.ndarray]:
+  encoder, _, _ = workdir_lib.load_trained_model(str(workdir), step=step)
+  return {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(encoder))}
+
+
+def tensorboard_steps(folder) -> dict[str, list[int]]:
+  """Scalar tag -> the steps it was written at, from the event files (TFRecord framing: length,
+  length crc, payload, payload crc)."""
+  from tensorboardX.proto import event_pb2
+
+  steps = collections.defaultdict(list)
+  for path in sorted(folder.glob("events.out.tfevents.*")):
+    data, i = path.read_bytes(), 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for value in event.summary.value:
+        steps[value.tag].append(event.step)
+  return steps
+
+
+def test_metrics_log_every_step_and_eval_at_eval_every(smoke_run):
+  config = smoke_run.config
+  records = read_metrics(smoke_run.workdir)
+  train = [r for r in records if "loss" in r]
+  assert [r["step"] for r in train] == list(range(1, config.total_steps + 1))
+  for r in train:
+    assert math.isfinite(r["loss"]) and r["loss"] > 0, r
+    names = r["task"].split(",")
+    assert set(names) <= set(config.tasks) and r["tasks"] and set(r["tasks"]) == set(names), r
+    assert all(math.isfinite(r[f"loss/{name}"]) for name in names), r
+  assert len({r["task"] for r in train}) == len(config.tasks)  # every task got trained
+  evals = [r for r in records if any(k.startswith("eval/") for k in r)]
+  assert [r["step"] for r in evals] == [config.eval_every, config.total_steps]
+  expected_keys = {f"eval/{name}/triplet_acc" for name in config.tasks} | {"eval/triplet_acc/mean"}
+  assert all(set(r) - {"step"} == expected_keys for r in evals), evals
+  assert smoke_run.results == {k.removeprefix("eval/"): v for k, v in evals[-1].items() if k != "step"}
+  assert train[-1]["loss"] < train[0]["loss"]
+  board = tensorboard_steps(smoke_run.workdir / "tensorboard")
+  assert board["loss"] == board["learning_rate"] == list(range(1, config.total_steps + 1))
+  assert board["eval/triplet_acc/mean"] == [config.eval_every, config.total_steps]
+
+
+def test_checkpoints_kept_are_the_latest_and_the_best(smoke_run):
+  manager = workdir_lib.checkpoint_manager(smoke_run.workdir, keep=smoke_run.config.keep_checkpoints,
+                                           best_metric=smoke_run.config.best_metric)
+  evals = {r["step"]: r["eval/triplet_acc/mean"] for r in read_metrics(smoke_run.workdir) if "eval/triplet_acc/mean" in r}
+  best = max(evals, key=evals.get)
+  assert set(manager.all_steps()) == {20, 30, best}
+  assert workdir_lib.best_step(manager, smoke_run.config.best_metric) == best
+
+
+def test_nan_stops_naming_the_step_and_the_latest_checkpoint(short_config, tmp_path):
+  config = short_config(checkpoint_every=1)
+  config.optimizer.learning_rate = 1e30  # the first real update (step 2; step 1 warms up from 0) blows up
+  with pytest.raises(FloatingPointError) as error:
+    train_and_evaluate(config, tmp_path)
+  message = str(error.value)
+  failed = int(re.search(r"step (\d+): loss \S+, gradient norm \S+ ", message).group(1))
+  assert re.search(r"(nan|inf)", message), message
+  good = int(re.search(r"latest checkpoint is step (\d+) in ", message).group(1))
+  assert re.search(rf"in {re.escape(str(tmp_path / workdir_lib.CHECKPOINTS))}\.", message), message
+  assert good == failed - 1
+  assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, failed))  # nothing logged for the NaN step
+  weights = encoder_weights(tmp_path, good)
+  assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_gradient_accumulation_schedule_counts_updates(short_config, tmp_path):
+  """grad_accum_steps=2 over 4 micro-steps: 2 updates, the learning rate moving once per update,
+  and the weights only after each second micro-step."""
+  config = short_config(grad_accum_steps=2, checkpoint_every=1, keep_checkpoints=4)
+  config.optimizer.update(dict(warmup_steps=0, learning_rate=1e-3, final_lr_fraction=0.1, decay="cosine"))
+  train_and_evaluate(config, tmp_path)
+  lr = [r["learning_rate"] for r in read_metrics(tmp_path)]
+  # 2 updates, no warm-up: cosine over 2 decay steps from 1e-3, halfway at 1e-3 * (0.1 + 0.9 / 2).
+  np.testing.assert_allclose(lr, [1e-3, 1e-3, 5.5e-4, 5.5e-4], rtol=1e-6)
+  w = {step: encoder_weights(tmp_path, step) for step in (1, 2, 3, 4)}
+  same = lambda s, t: all(np.array_equal(w[s][k], w[t][k]) for k in w[s])
+  assert not same(1, 2) and same(2, 3) and not same(3, 4)
+  # Step 1 only accumulated: its weights are the initial ones, which step 2's single update (Adam's
+  # first step: about lr per weight) moved by at most lr.
+  model, _, _ = train_lib.build_model(config, sharding_lib.single_device_mesh(), [(n, {}) for n in sorted(config.tasks)])
+  initial = {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model.encoder))}
+  assert all(np.array_equal(w[1][k], initial[k]) for k in initial)
+  bias = "layers/0/mlp_in/bias"
+  step = np.abs(w[2][bias] - w[1][bias]).max()
+  np.testing.assert_allclose(step, 1e-3, rtol=0.01)
+
+
+def test_bfloat16_compute_trains_with_finite_losses(short_config, tmp_path):
+  config = short_config(total_steps=3)
+  config.model.encoder.dtype = "bfloat16"
+  train_and_evaluate(config, tmp_path)
+  losses = [r["loss"] for r in read_metrics(tmp_path)]
+  assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+  weights = encoder_weights(tmp_path, 3)
+  assert all(w.dtype == np.float32 for w in weights.values())  # bfloat16 compute, float32 weights
+
+
+def single_label_data(name: str) -> LabeledTexts:
+  """Every example has a label of its own: no positive pair can be formed."""
+  return LabeledTexts(name, [f"post {i}" for i in range(6)], np.eye(6, dtype=bool), tuple(f"l{i}" for i in range(6)))
+
+
+def test_a_task_that_cannot_form_pairs_is_named(base_config, monkeypatch):
+  real = data_load.load_split
+  monkeypatch.setattr(data_load, "load_split", lambda dataset, split, **kw: (
+      single_label_data(f"{dataset}:{split}") if dataset == "tweeteval/irony" else real(dataset, split, **kw)))
+  config = base_config()
+  for name in config.tasks:
+    config.tasks[name].weight = 0.0 if name != "irony" else 1.0
+  with pytest.raises(ValueError, match=r"task 'irony' \(tweeteval/irony:train\): .*no positive pair"):
+    build_tasks(config)
+
+
+def test_every_weight_zero_is_refused(base_config):
+  config = base_config()
+  for name in config.tasks:
+    config.tasks[name].weight = 0.0
+  with pytest.raises(ValueError, match="every task has weight 0"):
+    build_tasks(config)
+
+
+def test_a_zero_weight_drops_its_task(smoke_config):
+  config = smoke_config()
+  config.tasks.irony.weight = 0.0
+  assert sorted(build_tasks(config)) == sorted(set(config.tasks) - {"irony"})
+
+
+class StopAtFirstBatch(Exception):
+  pass
+
+
+def test_training_texts_carry_the_models_prefix(short_config, monkeypatch, tmp_path):
+  resolve = pretrained.resolve
+  monkeypatch.setattr(pretrained, "resolve", lambda *a, **kw: dataclasses.replace(resolve(*a, **kw), prefix="query: "))
+  seen = []
+
+  def encode(self, texts):
+    seen.extend(texts)
+    raise StopAtFirstBatch
+
+  monkeypatch.setattr(TextTokenizer, "encode", encode)
+  with pytest.raises(StopAtFirstBatch):
+    train_and_evaluate(short_config(), tmp_path)
+  assert seen and all(t.startswith("query: ") for t in seen), seen[:3]
