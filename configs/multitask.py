@@ -105,7 +105,9 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
   c.total_steps = 30 if smoke else 120 if demo else 2_000
   c.grad_accum_steps = 1
   c.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3 if smoke else 5e-5, warmup_steps=3 if smoke else 100, decay="cosine",
+      learning_rate=1e-3 if smoke else 1e-4, warmup_steps=3 if smoke else 50, decay="cosine",
+      projection_lr_multiplier=1.0 if smoke else 10.0,  # new weights learn faster than pretrained ones
+      head_lr_multiplier=1.0 if smoke else 100.0,
       final_lr_fraction=0.1, weight_decay=0.01, grad_clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-8,
   ))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: the devices left over
