@@ -75,3 +75,20 @@ def test_unknown_decay_names_the_setting(base_config):
   config.optimizer.decay = "exponential"
   with pytest.raises(ValueError, match=r"config\.optimizer\.decay='exponential'.*cosine"):
     optimizer_lib.learning_rate_schedule(config)
+
+
+def test_new_parameters_learn_at_their_multiplied_rate(base_config, tiny_model):
+  # Adam's first update is lr * sign(grad) (up to eps): each group moves by its own learning rate.
+  config = base_config()
+  config.optimizer.update(dict(learning_rate=1e-3, warmup_steps=0, decay="constant", weight_decay=0.0,
+                               projection_lr_multiplier=10.0, head_lr_multiplier=100.0))
+  params = tiny_model(HEADS)[1]
+  tx = optimizer_lib.make_optimizer(config.optimizer, optimizer_lib.learning_rate_schedule(config))
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  step = {p: float(np.abs(np.asarray(u)).max()) for p, u in by_path(updates).items()}
+  expected = {"encoder.embeddings.norm.bias": 1e-3, "encoder.layers.0.mlp_in.kernel": 1e-3,
+              "encoder.projection.kernel": 1e-2, "heads.plain.bias": 1e-1,
+              "heads.projected.projection.kernel": 1e-1}
+  for path, lr in expected.items():
+    np.testing.assert_allclose(step[path], lr, rtol=1e-4, err_msg=path)
+  assert {optimizer_lib.param_group(k) for k, _ in nnx.to_flat_state(params)} == {"encoder", "projection", "heads"}
