@@ -12,12 +12,13 @@ import argparse
 import json
 import pathlib
 
+from pe_jax.training.metrics_writer import read_metrics
+
 
 def load_results(spec: str) -> dict[str, float]:
   path = pathlib.Path(spec)
   if path.is_dir():
-    evals = [r for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines())
-             if any(k.startswith("eval/") for k in r)]
+    evals = [r for r in read_metrics(path) if any(k.startswith("eval/") for k in r)]
     if not evals:
       raise SystemExit(f"{path}/metrics.jsonl has no evaluation yet")
     return {k.removeprefix("eval/"): v for k, v in evals[-1].items() if k.startswith("eval/")}

@@ -27,6 +27,16 @@ class StepPlan:
   task_ids: np.ndarray  # int [num_shards], indices into the mixture's task order
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardBlock:
+  """One shard's rows of a step: its texts and what the loss needs about them."""
+
+  texts: list[str]  # anchors, then partners, then negatives ("" where the task has none)
+  targets: np.ndarray  # float32 [B]
+  negatives_valid: np.ndarray  # float32 [B]
+  same_label: np.ndarray  # bool [B, 2B]: True = not a negative for that row
+
+
 class BatchBuilder:
   """Turns (step) into the sharded global batch that `train_step` consumes."""
 
@@ -63,7 +73,7 @@ class BatchBuilder:
                                 per_shard=self.per_shard_tasks)
     return StepPlan(step, np.asarray(ids, np.int32))
 
-  def _shard_rows(self, plan: StepPlan, shard: int):
+  def _shard_block(self, plan: StepPlan, shard: int) -> ShardBlock:
     task = self.tasks[plan.task_ids[shard]]
     batch = task.batch(self.seed, plan.step, self.batch_size, shard=shard, num_shards=self.num_shards)
     texts_a, texts_b, texts_n = task.texts_for(batch)
@@ -81,7 +91,8 @@ class BatchBuilder:
     same[:, :b] |= batch.b[:, None] == batch.b[None, :]
     if not has_neg:
       same[:, b:] = True
-    return texts_a, texts_b, texts_n, batch.targets, np.full(b, float(has_neg), np.float32), same
+    return ShardBlock(texts_a + texts_b + texts_n, batch.targets.astype(np.float32),
+                      np.full(b, float(has_neg), np.float32), same)
 
   def build(self, step: int) -> tuple[StepPlan, dict[str, jax.Array]]:
     """The global batch of `step`, texts packed several to a row (see `Encoder.embed_packed`).
@@ -90,11 +101,11 @@ class BatchBuilder:
     each shard's texts are packed into that shard's own rows, so the rows shard like any batch.
     """
     plan = self.plan(step)
-    rows = [self._shard_rows(plan, s) for s in self._local_shards]
+    blocks = [self._shard_block(plan, s) for s in self._local_shards]
     S, B, length = self.num_shards, self.batch_size, self.tokenizer.max_length
     packs = []
-    for (texts_a, texts_b, texts_n, *_), shard in zip(rows, self._local_shards):
-      texts, _ = clean_texts([self.prefix + t for t in texts_a + texts_b + texts_n])
+    for block, shard in zip(blocks, self._local_shards):
+      texts, _ = clean_texts([self.prefix + t for t in block.texts])
       tokens, _ = self.tokenizer.encode(texts)
       text_ids = [side * S * B + shard * B + i for side in range(3) for i in range(B)]
       packs.append((tokens, text_ids, pack_rows(tokens, text_ids, length)))
@@ -105,9 +116,9 @@ class BatchBuilder:
         "ids": np.concatenate([a[0] for a in arrays]),
         "segments": np.concatenate([a[1] for a in arrays]),
         "positions": np.concatenate([a[2] for a in arrays]),
-        "targets": np.concatenate([r[3] for r in rows]).astype(np.float32),
-        "negatives_valid": np.concatenate([r[4] for r in rows]),
-        "same_label": np.concatenate([r[5] for r in rows]),
+        "targets": np.concatenate([b.targets for b in blocks]),
+        "negatives_valid": np.concatenate([b.negatives_valid for b in blocks]),
+        "same_label": np.concatenate([b.same_label for b in blocks]),
         "task_ids": plan.task_ids[self._local_shards],
     }
     return plan, {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in local.items()}
