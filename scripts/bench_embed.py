@@ -1,5 +1,9 @@
 r"""Embedding throughput: pe_jax vs sentence-transformers vs onnxruntime, same model, same posts, one run.
 
+Rows: pe_jax (jitted JAX), sentence_transformers (PyTorch), onnxruntime (transformers' BertModel exported by
+torch.onnx, pooled in NumPy) and pe_jax_onnx (pe_jax's own ONNX export, `pe_jax.export --format onnx`, run by
+the `load_embedder.py` it ships, under onnxruntime).
+
   python scripts/bench_embed.py                      # 4,000 TweetEval posts, all-MiniLM-L6-v2
   python scripts/bench_embed.py --n 1000 --json out.json
 
@@ -115,6 +119,25 @@ def worker_onnxruntime(posts, batch_size, onnx_path):
   return encode(), encode, {}
 
 
+def export_pe_jax_onnx(folder: pathlib.Path) -> None:
+  """What `python -m pe_jax.export --format onnx` writes, here for the pretrained alias the other rows run."""
+  from pe_jax.export import ExportSource, export_source
+  from pe_jax.models.loading import load_model
+
+  encoder, tokenizer, prefix = load_model("minilm-l6")
+  export_source(ExportSource(encoder=encoder, tokenizer=tokenizer.backend, prefix=prefix), "onnx", folder)
+
+
+def worker_pe_jax_onnx(posts, batch_size, folder):
+  import importlib.util
+
+  # The folder's own standalone loader, as a user without pe_jax would run it.
+  spec = importlib.util.spec_from_file_location("load_embedder", pathlib.Path(folder) / "load_embedder.py")
+  loader = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(loader)
+  embed = loader.load(folder, batch_size=batch_size)
+  encode = lambda: embed(posts)
+  return encode(), encode, {}
 
 
 def run_worker(args) -> None:
@@ -123,6 +146,8 @@ def run_worker(args) -> None:
     first, again, extra = worker_pe_jax(posts, args.batch_size)
   elif args.worker == "sentence_transformers":
     first, again, extra = worker_sentence_transformers(posts, args.batch_size)
+  elif args.worker == "pe_jax_onnx":
+    first, again, extra = worker_pe_jax_onnx(posts, args.batch_size, args.pe_jax_onnx)
   else:
     first, again, extra = worker_onnxruntime(posts, args.batch_size, args.onnx)
   # From the parent's launch of this process: interpreter start-up and imports count, as for a user.
@@ -149,11 +174,12 @@ def main() -> None:
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--data_dir", default=os.environ.get("PE_JAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
-  p.add_argument("--systems", default="pe_jax,sentence_transformers,onnxruntime")
+  p.add_argument("--systems", default="pe_jax,sentence_transformers,onnxruntime,pe_jax_onnx")
   p.add_argument("--json", help="also write the results here")
   p.add_argument("--worker", help=argparse.SUPPRESS)
   p.add_argument("--posts", help=argparse.SUPPRESS)
   p.add_argument("--onnx", help=argparse.SUPPRESS)
+  p.add_argument("--pe_jax_onnx", help=argparse.SUPPRESS)
   p.add_argument("--emb_out", help=argparse.SUPPRESS)
   p.add_argument("--launched_at", type=float, help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -168,12 +194,14 @@ def main() -> None:
   systems = args.systems.split(",")
   if "onnxruntime" in systems:
     export_onnx(tmp / "minilm.onnx")
+  if "pe_jax_onnx" in systems:
+    export_pe_jax_onnx(tmp / "pe_jax_onnx")
 
   results = {}
   for name in systems:
     cmd = [sys.executable, __file__, "--worker", name, "--posts", str(tmp / "posts.json"), "--onnx",
-           str(tmp / "minilm.onnx"), "--emb_out", str(tmp / f"{name}.npy"), "--batch_size", str(args.batch_size),
-           "--repeats", str(args.repeats), "--launched_at", str(time.time())]
+           str(tmp / "minilm.onnx"), "--pe_jax_onnx", str(tmp / "pe_jax_onnx"), "--emb_out", str(tmp / f"{name}.npy"),
+           "--batch_size", str(args.batch_size), "--repeats", str(args.repeats), "--launched_at", str(time.time())]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if out.returncode:
       sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")

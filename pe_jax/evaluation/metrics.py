@@ -269,20 +269,43 @@ def retrieval_metrics(query_emb: np.ndarray, doc_emb: np.ndarray, query_ids: Seq
     raise ValueError(f"{metric}: no query has a relevant doc in the corpus")
 
   top = _top_k(queries[evaluated], docs, max(*ks, NDCG_AT, MRR_AT))
-  discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+  result = ranking_metrics(top, relevant, ks, metric=metric)
+  result["num_queries"] = float(len(evaluated))
+  result["num_skipped_queries"] = float(len(query_ids) - len(evaluated))
+  return result
+
+
+def ranking_metrics(ranked: np.ndarray, relevant: Sequence[Mapping[int, int]],
+                    ks: Sequence[int] = (1, 5, 10, 100), *,
+                    metric: str = "ranking_metrics") -> dict[str, float]:
+  """nDCG@10, MRR@10 and recall@k (as in `retrieval_metrics`) of ranked result lists, averaged.
+
+  `ranked` is [Q, K] doc ids, best first, from any retriever (padding ids match nothing);
+  `relevant[q]` maps query q's relevant doc ids to their grade (> 0), and is never empty.
+  Recall@k divides by all of the query's relevant docs, so a list shorter than k counts misses.
+  """
+  ranked = np.asarray(ranked)
+  if ranked.ndim != 2 or len(ranked) != len(relevant) or len(ranked) == 0:
+    raise ValueError(
+        f"{metric}: ranked must be [Q, K] with one row per relevance map, got shape "
+        f"{ranked.shape} for {len(relevant)} relevance maps")
+  if not ks or min(ks) < 1:
+    raise ValueError(f"{metric}: ks must be positive cut-offs, got {tuple(ks)}")
+  discounts = 1.0 / np.log2(np.arange(2, max(ranked.shape[1], NDCG_AT) + 2))
   ndcg, mrr, recall = [], [], {k: [] for k in ks}
-  for ranked, grades in zip(top, relevant):
-    gains = np.array([grades.get(int(d), 0) for d in ranked], dtype=np.float64)
+  for q, (row, grades) in enumerate(zip(ranked, relevant)):
+    if not grades or min(grades.values()) <= 0:
+      raise ValueError(f"{metric}: query {q} needs at least one relevant doc, all grades > 0")
+    gains = np.array([grades.get(int(d), 0) for d in row], dtype=np.float64)
     ideal = np.sort(np.fromiter(grades.values(), dtype=np.float64))[::-1][:NDCG_AT]
-    ndcg.append(gains[:NDCG_AT] @ discounts[:NDCG_AT] / (ideal @ discounts[:len(ideal)]))
+    ndcg.append(gains[:NDCG_AT] @ discounts[:min(NDCG_AT, len(gains))]
+                / (ideal @ discounts[:len(ideal)]))
     hits = np.flatnonzero(gains[:MRR_AT] > 0)
     mrr.append(1.0 / (hits[0] + 1) if hits.size else 0.0)
     for k in ks:
       recall[k].append((gains[:k] > 0).sum() / len(grades))
   result = {f"ndcg@{NDCG_AT}": float(np.mean(ndcg)), f"mrr@{MRR_AT}": float(np.mean(mrr))}
   result.update({f"recall@{k}": float(np.mean(v)) for k, v in recall.items()})
-  result["num_queries"] = float(len(evaluated))
-  result["num_skipped_queries"] = float(len(query_ids) - len(evaluated))
   return result
 
 

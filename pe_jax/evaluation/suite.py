@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from pe_jax.data import load as data_load
-from pe_jax.evaluation.evaluators import EmbedFn, Evaluator, TripletEvaluator, make_evaluator
+from pe_jax.evaluation.evaluators import EmbedFn, Evaluator, KnnEvaluator, TripletEvaluator, make_evaluator
 
 MEAN_KEY = "triplet_acc/mean"  # over the config's tasks, zero-shot sets excluded
 
@@ -38,18 +38,53 @@ def build_suite(config: ml_collections.ConfigDict, *, data_dir=None, tfds_dir=No
   """Evaluator per name: every task in the config (dropped ones too: they are zero-shot then)."""
   check_no_leak(config)
   load = lambda dataset, split: data_load.load_split(dataset, split, data_dir=data_dir, tfds_dir=tfds_dir)
-  suite: dict[str, Evaluator] = {}
+  # Triplets drawn with the eval seed, not the run's: runs with different seeds meet the same triplets.
+  seed = config.eval.get("seed", config.seed)
+  knn = config.eval.get("knn")  # the labeling tasks' natural metric: k-NN accuracy and macro-F1
+  suite: dict[str, Evaluator | TaskEvaluators] = {}
   for name, task in config.tasks.items():
-    suite[name] = TripletEvaluator(load(task.dataset, task.eval_split), num_triplets=config.eval.num_triplets,
-                                   seed=config.seed)
+    test = load(task.dataset, task.eval_split)
+    suite[name] = TripletEvaluator(test, num_triplets=config.eval.num_triplets, seed=seed)
+    if knn:
+      suite[name] = TaskEvaluators(suite[name], KnnEvaluator(test, train=load(task.dataset, task.split),
+                                                             seed=seed, **knn.to_dict()))
   for name, spec in config.eval.zero_shot.items():
     options = {k: v for k, v in spec.items() if k not in ("kind", "dataset", "split")}
     suite[name] = make_evaluator(spec.kind, data=load(spec.dataset, spec.split), **options)
   return suite
 
 
-def run_suite(suite: Mapping[str, Evaluator], embed_fn: EmbedFn, *, tasks: Sequence[str] = ()) -> dict[str, float]:
+class TaskEvaluators:
+  """Several evaluators of one task, their metrics merged under the task's name."""
+
+  def __init__(self, *evaluators: Evaluator):
+    self.evaluators = evaluators
+
+  def run(self, embed_fn: EmbedFn) -> dict[str, float]:
+    return {k: v for e in self.evaluators for k, v in e.run(embed_fn).items()}
+
+
+def memoized(embed_fn: EmbedFn) -> EmbedFn:
+  """`embed_fn` that embeds each distinct text once: evaluators of one task share most texts."""
+  cache: dict[str, np.ndarray] = {}
+
+  def embed(texts: Sequence[str]) -> np.ndarray:
+    texts = list(texts)
+    new = [t for t in dict.fromkeys(texts) if t not in cache]
+    if new:
+      emb = np.asarray(embed_fn(new))
+      if emb.ndim != 2 or emb.shape[0] != len(new):
+        raise ValueError(f"embed_fn returned shape {emb.shape} for {len(new)} texts; expected [{len(new)}, D]")
+      cache.update(zip(new, emb))
+    return np.stack([cache[t] for t in texts]) if texts else np.asarray(embed_fn(texts))
+
+  return embed
+
+
+def run_suite(suite: Mapping[str, Evaluator | TaskEvaluators], embed_fn: EmbedFn, *,
+              tasks: Sequence[str] = ()) -> dict[str, float]:
   """Flat {"<name>/<metric>": value}, plus the mean triplet accuracy over `tasks` (the config's)."""
+  embed_fn = memoized(embed_fn)
   results = {}
   for name, evaluator in suite.items():
     for metric, value in evaluator.run(embed_fn).items():

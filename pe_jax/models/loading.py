@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from pe_jax import sharding as sharding_lib
 from pe_jax.models import pretrained, weights
@@ -22,6 +23,20 @@ def load_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, **overrides)
     return workdir_lib.load_trained_model(spec, mesh=mesh, **overrides)
   source = pretrained.resolve(spec, **overrides)
   model = weights.load_encoder(source.config, source.tensors, mesh=mesh, source=source.description)
+  if source.projection is not None:
+    _set_projection(model, source.projection, source.description)
   tokenizer = TextTokenizer(source.tokenizer, max_length=source.config.max_seq_length,
                             pad_id=source.config.pad_token_id)
   return model, tokenizer, source.prefix
+
+
+def _set_projection(model: Encoder, projection, description: str) -> None:
+  """Puts a sentence-transformers Dense module's weights into the projection `load_encoder` initialised."""
+  for name in ("kernel", "bias"):
+    variable = getattr(model.projection, name)
+    current = variable.get_value()
+    value = np.asarray(projection[name])
+    if value.shape != current.shape:
+      raise weights.WeightLoadError(description, [
+          f"Dense {name} has shape {value.shape}, the projection needs {current.shape}"])
+    variable.set_value(jax.device_put(value.astype(current.dtype), current.sharding))

@@ -12,6 +12,7 @@ import json
 import pathlib
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import tokenizers
 
 from pe_jax.models.encoder import EncoderConfig
@@ -25,6 +26,8 @@ class PretrainedSource:
   description: str
   # Text put in front of every input. multilingual-e5 was trained with "query: " / "passage: ".
   prefix: str = ""
+  # A sentence-transformers Dense module's weights as our projection: {"kernel": [in, out], "bias": [out]}.
+  projection: Mapping[str, Any] | None = None
 
 
 def _package_dir(package: str, install_hint: str) -> pathlib.Path:
@@ -110,8 +113,29 @@ def _load_tokenizer(folder: pathlib.Path) -> tokenizers.Tokenizer:
     raise FileNotFoundError(f"{folder} has no tokenizer.json and transformers could not build one: {e}") from e
 
 
-def _sentence_transformers_recipe(folder: pathlib.Path) -> dict[str, Any]:
-  """Truncation length and pooling from a sentence-transformers folder, when it is one."""
+def _dense_projection(dense: pathlib.Path) -> tuple[int, dict[str, Any]]:
+  """(output size, {"kernel", "bias"}) of a sentence-transformers Dense module without activation."""
+  settings = _read_json(dense / "config.json")
+  activation = settings.get("activation_function", "torch.nn.modules.activation.Tanh")  # Dense's default
+  if activation != "torch.nn.modules.linear.Identity":
+    raise ValueError(f"{dense / 'config.json'}: activation_function {activation!r} is not supported; "
+                     "the encoder's projection is linear (torch.nn.modules.linear.Identity)")
+  from safetensors.numpy import load_file
+
+  if not (dense / "model.safetensors").exists():
+    raise FileNotFoundError(f"{dense} has no model.safetensors (PyTorch .bin weights are not read)")
+  tensors = load_file(str(dense / "model.safetensors"))
+  kernel = tensors["linear.weight"].T
+  bias = tensors["linear.bias"] if settings.get("bias", True) else np.zeros(kernel.shape[1], kernel.dtype)
+  return int(settings["out_features"]), {"kernel": kernel, "bias": bias}
+
+
+def _sentence_transformers_recipe(folder: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+  """(EncoderConfig overrides, projection weights, text prefix) from a sentence-transformers folder's files.
+
+  With a modules.json, normalisation and the Dense module are read from it; without one, a `2_Dense`
+  folder (as `pe_jax.export --format hf` writes) still counts, and normalisation stays on.
+  """
   recipe: dict[str, Any] = {}
   st_config = folder / "sentence_bert_config.json"
   if st_config.exists():
@@ -123,7 +147,24 @@ def _sentence_transformers_recipe(folder: pathlib.Path) -> dict[str, Any]:
       recipe["pooling"] = "cls"
     elif not modes.get("pooling_mode_mean_tokens"):
       raise ValueError(f"{pooling}: only mean and CLS pooling are supported, got {modes}")
-  return recipe
+  dense = folder / "2_Dense"
+  if (folder / "modules.json").exists():
+    chain = _read_json(folder / "modules.json")
+    recipe["normalize"] = any(m["type"].endswith("Normalize") for m in chain)
+    dense_paths = [m["path"] for m in chain if m["type"].endswith("Dense")]
+    if len(dense_paths) > 1:
+      raise ValueError(f"{folder / 'modules.json'}: {len(dense_paths)} Dense modules; one projection is supported")
+    dense = folder / dense_paths[0] if dense_paths else None
+  projection = None
+  if dense is not None and dense.is_dir():
+    recipe["projection_dim"], projection = _dense_projection(dense)
+  prefix = ""
+  prompts_config = folder / "config_sentence_transformers.json"
+  if prompts_config.exists():
+    prompts = _read_json(prompts_config)
+    if name := prompts.get("default_prompt_name"):
+      prefix = prompts.get("prompts", {}).get(name, "")
+  return recipe, projection, prefix
 
 
 def from_hf_folder(folder: str | pathlib.Path, *, description: str | None = None, **overrides) -> PretrainedSource:
@@ -131,12 +172,14 @@ def from_hf_folder(folder: str | pathlib.Path, *, description: str | None = None
   if not (folder / "config.json").exists():
     raise FileNotFoundError(f"{folder} is not a Hugging Face model folder: config.json is missing")
   hf_config = _read_json(folder / "config.json")
-  recipe = {**_sentence_transformers_recipe(folder), **overrides}
+  recipe, projection, prefix = _sentence_transformers_recipe(folder)
   return PretrainedSource(
-      config=EncoderConfig.from_hf_config(hf_config, **recipe),
+      config=EncoderConfig.from_hf_config(hf_config, **{**recipe, **overrides}),
       tensors=_lazy_safetensors(_safetensors_files(folder)),
       tokenizer=_load_tokenizer(folder),
       description=description or str(folder),
+      prefix=prefix,
+      projection=projection,
   )
 
 

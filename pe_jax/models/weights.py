@@ -186,7 +186,8 @@ def export_tensors(model: Encoder) -> dict[str, np.ndarray]:
     if mapped is None:
       continue  # the projection is not part of a Hugging Face encoder; exporters write it separately
     array = np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
-    out[mapped[0]] = array.T if mapped[1] else array
+    # Contiguous: writers such as safetensors save a transposed view's memory, not its logical order.
+    out[mapped[0]] = np.ascontiguousarray(array.T) if mapped[1] else array
   return out
 
 

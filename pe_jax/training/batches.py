@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from pe_jax import sharding as sharding_lib
 from pe_jax.tasks import mixture
 from pe_jax.tasks.pairs import PairTask
+from pe_jax.training.flops import TokenCounts
 from pe_jax.tokenization import TextTokenizer, clean_texts, pack_rows, packed_arrays
 
 
@@ -25,6 +26,7 @@ class StepPlan:
 
   step: int
   task_ids: np.ndarray  # int [num_shards], indices into the mixture's task order
+  counts: TokenCounts | None = None  # of the whole global batch, once `build` has tokenised it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,10 @@ class BatchBuilder:
       text_ids = [side * S * B + shard * B + i for side in range(3) for i in range(B)]
       packs.append((tokens, text_ids, pack_rows(tokens, text_ids, length)))
     most = max(len(packing) for _, _, packing in packs)
-    num_rows = _agree_on_max(-(-most // self.rows_multiple) * self.rows_multiple)
+    lengths = np.array([len(t) for tokens, _, _ in packs for t in tokens], np.int64)
+    num_rows, counts = _across_processes(-(-most // self.rows_multiple) * self.rows_multiple,
+                                         TokenCounts(len(lengths), int(lengths.sum()), int((lengths ** 2).sum())))
+    plan = dataclasses.replace(plan, counts=counts)
     arrays = [packed_arrays(t, ids, packing, length, num_rows, self.tokenizer.pad_id) for t, ids, packing in packs]
     local = {
         "ids": np.concatenate([a[0] for a in arrays]),
@@ -132,11 +137,16 @@ def _local_shard_indices(mesh: jax.sharding.Mesh) -> list[int]:
   return sorted({idx[0].start or 0 for idx in index_map.values()})
 
 
-def _agree_on_max(value: int) -> int:
-  """Every process must use the same row count, or the global batch has no single shape."""
+def _across_processes(num_rows: int, counts: TokenCounts) -> tuple[int, TokenCounts]:
+  """The row count every process must use (the global batch has one shape) and the global counts."""
   if jax.process_count() == 1:
-    return value
-  return int(np.max(multihost_utils.process_allgather(np.asarray(value))))
+    return num_rows, counts
+  # jax gathers int32 (x64 is off); a sum of squared lengths can pass 2**31, so it travels in two halves.
+  sq_high, sq_low = divmod(counts.squared_lengths, 1 << 16)
+  local = np.array([num_rows, counts.texts, counts.tokens, sq_high, sq_low], np.int32)
+  gathered = np.asarray(multihost_utils.process_allgather(local), np.int64).reshape(-1, len(local))
+  texts, tokens, sq_high, sq_low = (int(x) for x in gathered[:, 1:].sum(axis=0))
+  return int(gathered[:, 0].max()), TokenCounts(texts, tokens, (sq_high << 16) + sq_low)
 
 
 def task_sizes(tasks: Mapping[str, PairTask]) -> dict[str, int]:

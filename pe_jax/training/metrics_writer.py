@@ -12,6 +12,9 @@ from typing import Any
 import jax
 
 METRICS_FILE = "metrics.jsonl"
+# Measurements of the machine (step time, tokens/s, MFU), not results of the run: two runs of one
+# config differ in them, so `read_metrics` gives them only when asked.
+TIMING_PREFIX = "perf/"
 
 
 class MetricsWriter:
@@ -40,13 +43,14 @@ class MetricsWriter:
       if isinstance(value, (int, float)) and math.isfinite(value):
         self._tb.add_scalar(key, value, step)
 
-  def progress(self, step: int, loss: float, task: str) -> None:
+  def progress(self, step: int, loss: float, task: str, *, mfu: float | None = None) -> None:
     if not self.enabled:
       return
     t0, s0 = self._start
     rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
     eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
-    print(f"step {step}/{self.total_steps}  loss {loss:.4f}  [{task}]  {rate:.2f} steps/s  "
+    utilisation = f"  MFU {mfu:.1%}" if mfu is not None else ""
+    print(f"step {step}/{self.total_steps}  loss {loss:.4f}  [{task}]  {rate:.2f} steps/s{utilisation}  "
           f"ETA {_duration(eta)}", file=sys.stderr, flush=True)
 
   def close(self) -> None:
@@ -77,6 +81,10 @@ def _drop_steps_after(path: pathlib.Path, step: int) -> None:
   path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+def read_metrics(workdir: str | pathlib.Path, *, timings: bool = False) -> list[dict[str, Any]]:
+  """The logged records in order; with `timings`, also their `perf/…` fields."""
   path = pathlib.Path(workdir) / METRICS_FILE
-  return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+  records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+  if timings:
+    return records
+  return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIX)} for r in records]

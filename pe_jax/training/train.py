@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -19,6 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from pe_jax import sharding as sharding_lib
 from pe_jax.data import load as data_load
@@ -31,6 +33,7 @@ from pe_jax.tasks import mixture
 from pe_jax.tasks.pairs import LabelingPairs, PairTask, QueryPosts, ScoredPairs
 from pe_jax.tokenization import TextTokenizer
 from pe_jax.training import batches as batches_lib
+from pe_jax.training import flops as flops_lib
 from pe_jax.training import optimizer as optimizer_lib
 from pe_jax.training import workdir as workdir_lib
 from pe_jax.training.metrics_writer import MetricsWriter
@@ -103,10 +106,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # --- Mesh ----------------------------------------------------------------------------------------
   mesh = sharding_lib.make_mesh(config.mesh.to_dict())
-  num_shards = sharding_lib.data_parallel_size(mesh)
-  logging.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+  logging.info("mesh %s over %d devices in %d processes (this is process %d)", dict(mesh.shape), mesh.size,
+               jax.process_count(), jax.process_index())
 
   # --- Data: tasks and their mixture ---------------------------------------------------------------
+  _prepare_datasets_once(config)
   tasks = build_tasks(config)
   explicit = {n: t.weight for n, t in config.tasks.items() if n in tasks}
   weights_by_task = mixture.mixture_weights(
@@ -147,25 +151,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   step = int(state["step"])
 
   # --- Evaluators ----------------------------------------------------------------------------------
+  # With several processes each one evaluates the whole suite on its own devices (a small suite; every
+  # process then holds the same results, which checkpoint ranking needs), so no text crosses hosts.
   suite = suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
-  embedder = Embedder(model.encoder, tokenizer, prefix=source.prefix, mesh=mesh,
-                      batch_size=-(-32 // num_shards) * num_shards)
+  eval_mesh = mesh if jax.process_count() == 1 else sharding_lib.make_mesh({"data": -1}, jax.local_devices())
+  eval_shards = sharding_lib.data_parallel_size(eval_mesh)
+  embedder = Embedder(model.encoder, tokenizer, prefix=source.prefix, mesh=eval_mesh,
+                      batch_size=-(-32 // eval_shards) * eval_shards)
 
   def evaluate(params) -> dict[str, float]:
+    if eval_mesh is not mesh:
+      params = _local_copy(params, mesh, eval_mesh)
     embedder.update_model(nnx.merge(graphdef, params).encoder)
     return suite_lib.run_suite(suite, embedder, tasks=list(config.tasks))
 
   # --- Loop ----------------------------------------------------------------------------------------
   writer = MetricsWriter(workdir, resume_step=step, total_steps=config.total_steps)
+  throughput = flops_lib.Throughput(
+      model.encoder.cfg, num_devices=mesh.size,
+      peak=flops_lib.peak_flops(mesh.devices.flat[0].device_kind, config.model.encoder.dtype))
   every = lambda n: n and (step % n == 0 or step == config.total_steps)
   results: dict[str, float] = {}
   try:
     plan, batch = builder.build(step) if step < config.total_steps else (None, None)
     while step < config.total_steps:
+      start, programs = time.perf_counter(), train_step._cache_size()
       state, metrics = train_step(state, batch)
+      compiled = train_step._cache_size() > programs
       step += 1
       if step < config.total_steps:  # host work for the next step overlaps the device's
         next_plan, next_batch = builder.build(step)
+      metrics = _to_host(metrics)
+      throughput.add(plan.counts, time.perf_counter() - start, compiled=compiled)
       loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
       names = batches_lib.shard_task_names(builder.order, plan.task_ids)
       if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -176,9 +193,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             f"without saving; the latest checkpoint is step {manager.latest_step()} in "
             f"{workdir / workdir_lib.CHECKPOINTS}.")
       if every(config.log_every):
-        record = _step_record(loss, metrics, names)
+        record = {**_step_record(loss, metrics, names), **throughput.record()}
         writer.write(step, record)
-        writer.progress(step, loss, ",".join(sorted(set(names))))
+        writer.progress(step, loss, ",".join(sorted(set(names))), mfu=record.get("perf/mfu"))
       evaluation = None
       if every(config.eval_every):
         evaluation = results = evaluate(state["params"])
@@ -192,6 +209,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     manager.close()
     writer.close()
   return results
+
+
+def _prepare_datasets_once(config: ml_collections.ConfigDict) -> None:
+  """Process 0 prepares every dataset the run reads before the others look: processes sharing a
+  tfds dir must not write the same files at once. (On hosts with their own tfds dir, the others
+  then prepare theirs when they load.)"""
+  if jax.process_count() == 1:
+    return
+  if jax.process_index() == 0:
+    datasets = {spec.dataset for spec in config.tasks.values()}  # weight 0 tasks are still evaluated
+    datasets |= {spec.dataset for spec in config.eval.zero_shot.values()}
+    for dataset in sorted(datasets):
+      data_load.prepare(dataset, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+  multihost_utils.sync_global_devices("pe_jax: datasets prepared")
+
+
+def _to_host(tree: Any) -> Any:
+  """Numpy copies of the step's metrics; with several processes, every process gets every shard."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _local_copy(params: Any, mesh: jax.sharding.Mesh, local_mesh: jax.sharding.Mesh) -> Any:
+  """`params` whole on each device of `local_mesh` (this process's): gathered across processes once."""
+  whole = jax.jit(lambda p: p, out_shardings=sharding_lib.replicated(mesh))(params)
+  return jax.tree.map(lambda x: jax.device_put(x.addressable_data(0), sharding_lib.replicated(local_mesh)), whole)
 
 
 def _updates_config(config: ml_collections.ConfigDict, accum: int) -> ml_collections.ConfigDict:

@@ -50,22 +50,27 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
-def check_or_write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  """Writes the config on a fresh workdir; on an existing one, refuses one that differs in substance."""
-  path = workdir / CONFIG_FILE
+def check_or_write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
+                          file: str = CONFIG_FILE, resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> None:
+  """Writes the config on a fresh workdir; on an existing one, refuses one that differs in substance
+  (any key but those starting with one of `resumable`)."""
+  path = workdir / file
   new = config_to_dict(config)
   if path.exists():
     old = json.loads(path.read_text())
     a, b = _flatten(old), _flatten(new)
     differs = sorted(k for k in set(a) | set(b)
-                     if a.get(k, "<absent>") != b.get(k, "<absent>") and not k.startswith(RESUMABLE_CHANGES))
+                     if a.get(k, "<absent>") != b.get(k, "<absent>") and not k.startswith(resumable))
     if differs:
       lines = [f"  {k}: workdir has {a.get(k, '<absent>')!r}, this run has {b.get(k, '<absent>')!r}" for k in differs]
       raise ValueError(f"{workdir} holds a run with a different config; use a new --workdir or the same config.\n"
                        + "\n".join(lines))
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(new, indent=2))
+    # Whole or not at all: the other processes of a job read this file while process 0 writes it.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(new, indent=2))
+    partial.replace(path)
 
 
 def write_model_description(workdir: pathlib.Path, encoder_config: EncoderConfig, head_specs, prefix: str,

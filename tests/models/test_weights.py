@@ -44,6 +44,7 @@ def test_export_round_trips_exactly(tiny_bert_dir):
   assert sorted(exported) == sorted(original)
   for name, array in original.items():
     np.testing.assert_array_equal(exported[name], array, err_msg=name)
+    assert exported[name].flags.c_contiguous, f"{name}: file writers would save a transposed view's memory"
   again = weights.load_encoder(model.cfg, exported)
   first, second = params(model), params(again)
   assert first.keys() == second.keys()

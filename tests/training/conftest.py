@@ -1,6 +1,5 @@
 """Fixtures for the trainer tests: smoke configs on the staged data (`shared_data_dir` of
-tests/conftest.py), one shared finished smoke run, a persistent compilation cache, and the
-`cpu_devices(n)` marker.
+tests/conftest.py), one shared finished smoke run, and the `cpu_devices(n)` marker.
 
 `@pytest.mark.cpu_devices(n)` runs a test in a child pytest whose jax was started with n fake CPU
 devices (XLA_FLAGS must be set before jax is imported, and this process's jax already has one).
@@ -36,8 +35,6 @@ from pe_jax.training.train import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHILD_DEVICES_ENV = "PE_JAX_TEST_CPU_DEVICES"  # set in a child: the device count it was started with
-TFDS_DIR_ENV = "PE_JAX_TEST_TFDS_DIR"  # the parent session's prepared datasets, for its children
-CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 CHILD_TIMEOUT_S = 600
 
 
@@ -68,41 +65,6 @@ def pytest_pyfunc_call(pyfuncitem):
     pytest.fail(f"failed in a child process with {n} CPU devices (rc {proc.returncode}):\n"
                 f"{proc.stdout[-12000:]}\n{proc.stderr[-3000:]}", pytrace=False)
   return True
-
-
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the session and its subprocesses (children, the train and embed
-  command lines): runs here compile the same few train-step shapes again and again, and compiling
-  dominates a tiny model's run time."""
-  inherited = os.environ.get(CACHE_ENV)  # the parent session's, in a child
-  path = pathlib.Path(inherited) if inherited else tmp_path_factory.mktemp("jax_cache")
-  env = {CACHE_ENV: str(path), "PE_JAX_COMPILATION_CACHE": str(path)}  # the latter for pe_jax's CLIs
-  settings = {"jax_compilation_cache_dir": str(path), "jax_persistent_cache_min_compile_time_secs": 0,
-              "jax_persistent_cache_min_entry_size_bytes": 0}
-  saved_env = {k: os.environ.get(k) for k in env}
-  saved_settings = {k: getattr(jax.config, k) for k in settings}
-  os.environ.update(env)
-  for key, value in settings.items():
-    jax.config.update(key, value)
-  yield path
-  for key, value in saved_settings.items():
-    jax.config.update(key, value)
-  for key, value in saved_env.items():
-    if value is None:
-      os.environ.pop(key, None)
-    else:
-      os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory) -> pathlib.Path:
-  """Overrides tests/conftest.py's: the same session-wide dir, also handed to `cpu_devices` children."""
-  if os.environ.get(TFDS_DIR_ENV):
-    return pathlib.Path(os.environ[TFDS_DIR_ENV])
-  path = tmp_path_factory.mktemp("tfds")
-  os.environ[TFDS_DIR_ENV] = str(path)
-  return path
 
 
 def load_multitask_config(arg: str = "smoke") -> ml_collections.ConfigDict:

@@ -1,0 +1,21 @@
+r"""The ablation machinery end to end on a tiny random model and three real tasks (tests, a first try).
+
+  python -m pe_jax.ablate --config configs/ablation/smoke.py --workdir /tmp/ablation
+"""
+
+from configs import multitask
+from configs.ablation import posts
+
+
+def get_config(arg: str | None = None):
+  del arg
+  c = multitask.get_config("smoke")
+  c.mixture.scheme = "uniform"
+  c.total_steps = 12
+  c.checkpoint_every = 4
+  c.eval.num_triplets = 100
+  c.model.encoder.max_seq_length = 32
+  c.model.encoder.projection_dim = 16  # below the tiny encoder's width (32), so PCA can cut to it
+  c.ablation = posts.ablation()
+  c.ablation.pca_fit_posts = 120
+  return c

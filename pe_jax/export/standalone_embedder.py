@@ -1,0 +1,116 @@
+"""Embeds texts with a model exported by `pe_jax.export` (StableHLO or ONNX), without pe_jax's model code.
+
+This file is copied into each exported folder as `load_embedder.py`. It imports numpy and tokenizers,
+and jax (StableHLO) or onnxruntime (ONNX) only when that format is loaded.
+
+  import load_embedder
+  embed = load_embedder.load("OUT")
+  vectors = embed(["a post", "another post"])        # [N, D] float32, rows in input order
+
+  python OUT/load_embedder.py --input posts.txt --output posts.npy
+
+Texts get the model's prefix, are cut to its token limit keeping the closing special token, sorted by
+length and padded to a multiple of 8 tokens and a fixed row count, as pe_jax's Embedder does, so the
+compiled StableHLO program sees few shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from typing import Callable, Sequence
+
+import numpy as np
+import tokenizers
+
+SETTINGS_FILE = "embedder.json"
+TOKENIZER_FILE = "tokenizer.json"
+LOADER_FILE = "load_embedder.py"
+
+
+def _stablehlo_runner(folder: pathlib.Path, settings: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+  import jax
+  from jax import export
+
+  exported = export.deserialize(bytearray((folder / settings["program"]).read_bytes()))
+  with np.load(folder / settings["weights"]) as archive:
+    params = jax.device_put({name: archive[name] for name in archive.files})
+  call = jax.jit(exported.call)
+  return lambda ids, mask: np.asarray(call(params, ids.astype(np.int32), mask.astype(np.int32)))
+
+
+def _onnx_runner(folder: pathlib.Path, settings: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+  import onnxruntime
+
+  session = onnxruntime.InferenceSession(str(folder / settings["program"]), providers=["CPUExecutionProvider"])
+  output = session.get_outputs()[0].name
+  return lambda ids, mask: session.run(
+      [output], {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)})[0]
+
+
+RUNNERS = {"stablehlo": _stablehlo_runner, "onnx": _onnx_runner}
+
+
+class ExportedEmbedder:
+  """texts -> L2-normalised embeddings [N, D] (float32), in input order."""
+
+  def __init__(self, folder: str | pathlib.Path, *, batch_size: int = 32):
+    folder = pathlib.Path(folder)
+    self.settings = json.loads((folder / SETTINGS_FILE).read_text())
+    self.prefix = self.settings["prefix"]
+    self.max_length = self.settings["max_seq_length"]
+    self.pad_id = self.settings["pad_token_id"]
+    self.length_multiple = self.settings["length_multiple"]
+    self.dim = self.settings["embedding_dim"]
+    self.batch_size = batch_size
+    self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+    self.tokenizer.no_padding()
+    self.tokenizer.no_truncation()
+    self._run = RUNNERS[self.settings["format"]](folder, self.settings)
+
+  def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    for i, text in enumerate(texts):
+      if not isinstance(text, str):
+        raise TypeError(f"text at index {i} is {type(text).__name__}, not str")
+    # Lone surrogates cannot be encoded; pe_jax replaces them by U+FFFD, and so does this.
+    texts = [self.prefix + "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in t) for t in texts]
+    rows = [e.ids for e in self.tokenizer.encode_batch(texts)]
+    return [r if len(r) <= self.max_length else r[: self.max_length - 1] + r[-1:] for r in rows]
+
+  def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    rows = self.token_ids(list(texts))
+    out = np.zeros((len(rows), self.dim), np.float32)
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    for start in range(0, len(order), self.batch_size):
+      chunk = order[start : start + self.batch_size]
+      longest = max(len(rows[r]) for r in chunk)
+      length = min(self.max_length, -(-longest // self.length_multiple) * self.length_multiple)
+      ids = np.full((self.batch_size, length), self.pad_id, np.int64)
+      mask = np.zeros((self.batch_size, length), np.int64)
+      for i, r in enumerate(chunk):
+        ids[i, : len(rows[r])] = rows[r]
+        mask[i, : len(rows[r])] = 1
+      out[chunk] = self._run(ids, mask)[: len(chunk)]
+    return out
+
+
+def load(folder: str | pathlib.Path, **kwargs) -> ExportedEmbedder:
+  return ExportedEmbedder(folder, **kwargs)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description="Embed a text file (one post a line) with this exported model.")
+  parser.add_argument("--input", required=True)
+  parser.add_argument("--output", required=True, help=".npy file for the [N, D] float32 embeddings")
+  parser.add_argument("--batch_size", type=int, default=32)
+  args = parser.parse_args()
+  with open(args.input, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+    texts = [line.rstrip("\r\n") for line in f]
+  vectors = load(pathlib.Path(__file__).resolve().parent, batch_size=args.batch_size)(texts)
+  np.save(args.output, vectors)
+  print(f"embedded {len(texts)} texts -> {args.output} {vectors.shape}")
+
+
+if __name__ == "__main__":
+  main()
