@@ -2,7 +2,8 @@ r"""Run a positive-transfer ablation: each task alone, all tasks, all but one; t
 
   python -m pe_jax.ablate --config configs/ablation/posts.py --workdir workdirs/ablation
   python -m pe_jax.ablate --config configs/ablation/smoke.py --workdir /tmp/ablation   # ~2 min on CPU
-  python -m pe_jax.ablate --config configs/ablation/posts.py --config.ablation.seeds=0,1,2 --workdir ...
+  python -m pe_jax.ablate --config configs/ablation/posts.py --config.ablation.seeds='(0,1,2)' \
+      --config.ablation.leave_one_out_seeds='(0,)' --workdir ...
 
 Rerunning the same command skips finished runs and resumes an interrupted one. The report lands in
 WORKDIR/transfer.json, transfer.md and transfer.png.
@@ -30,7 +31,10 @@ def main(argv):
     with config.unlocked():
       config.data_dir = _DATA_DIR.value
   logging.set_verbosity(logging.WARNING)  # each run's progress line and the ablation's own are enough
-  report = run_ablation(config, _WORKDIR.value)
+  try:
+    report = run_ablation(config, _WORKDIR.value)
+  except ValueError as e:  # a bad ablation, found before any training: the message says what and where
+    raise SystemExit(f"pe_jax.ablate: {e}") from None
   for task, word in report["verdict"].items():
     print(f"{task}: {word} ({report['transfer']['all'][task]['delta']:+.3f} vs single-task)")
 

@@ -24,7 +24,14 @@ NUM_TRIPLETS = 300
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  del arg
+  """`arg`: None (the ablation) or "other_sets" (no tasks: the zero-shot sets the ablation leaves out,
+  for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`)."""
+  if arg not in (None, "", "other_sets"):
+    raise ValueError(f"unknown variant {arg!r}; known: other_sets")
+  if arg == "other_sets":
+    others = {n: z for n, z in multitask.ZERO_SHOT.items() if n not in ZERO_SHOT}
+    others["zs_topic_xl"] = dict(others["zs_topic_xl"], num_triplets=1_000)
+    return multitask.recipe({}, others, base="minilm-l6")
   zero_shot = {f"zs_{name}": dict(kind="triplet", dataset=multitask.LABELING_TASKS[name][0],
                                   split=multitask.LABELING_TASKS[name][2], num_triplets=NUM_TRIPLETS)
                for name in HELD_OUT}
@@ -46,6 +53,7 @@ def ablation(*, seeds=(0,), kinds=("single", "all", "leave_one_out"), tasks=()) 
   """The ablation section: which runs (`kinds`, for `tasks`, empty = every trained task) and seeds."""
   return ml_collections.ConfigDict(dict(
       kinds=kinds, tasks=tasks, seeds=seeds,
+      leave_one_out_seeds=(),  # empty: the same seeds; (0,) when leave-one-out on every seed costs too much
       baselines=("base", "base_pca"),
       pca_fit_posts=3_000,  # training posts the PCA baseline is fitted on
   ))

@@ -103,8 +103,12 @@ def plan_runs(config: ml_collections.ConfigDict, sizes: Mapping[str, int], num_s
     detail = ", ".join(f"{t}: {s:.2f} expected steps" for t, s in sorted(starved.items()))
     raise ValueError(f"the budget of {steps_all} steps leaves tasks with zero steps ({detail}); raise "
                      f"total_steps or these tasks' weights (mixture {config.mixture.scheme})")
+  # Leave-one-out costs (tasks - 1) x the all-tasks run; it may run on fewer seeds than the rest.
+  loo_seeds = tuple(ablation.get("leave_one_out_seeds") or ()) or tuple(ablation.seeds)
   return [Run(name, kind, seed, tasks, int(round(steps)))
-          for seed in ablation.seeds for kind, name, tasks, steps in runs_by_seed]
+          for seed in dict.fromkeys((*ablation.seeds, *loo_seeds))
+          for kind, name, tasks, steps in runs_by_seed
+          if seed in (loo_seeds if kind == "leave_one_out" else ablation.seeds)]
 
 
 def run_config(config: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:

@@ -33,8 +33,8 @@ ABLATION_FILE = "ablation.json"
 RESULT_FILE = "result.json"
 # Growing an ablation (more seeds, kinds, tasks or baselines) reuses every finished run; anything
 # else changes what the finished runs mean.
-EXTENSIBLE = ("data_dir", "tfds_dir", "log_every", "ablation.seeds", "ablation.kinds", "ablation.tasks",
-              "ablation.baselines")
+EXTENSIBLE = ("data_dir", "tfds_dir", "log_every", "ablation.seeds", "ablation.leave_one_out_seeds",
+              "ablation.kinds", "ablation.tasks", "ablation.baselines")
 
 
 def run_ablation(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:

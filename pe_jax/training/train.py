@@ -175,6 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   try:
     plan, batch = builder.build(step) if step < config.total_steps else (None, None)
     while step < config.total_steps:
+      # jit's count of compiled programs (private, but the only cheap signal): a step that compiled a
+      # new batch shape is left out of the throughput, which measures the steady state.
       start, programs = time.perf_counter(), train_step._cache_size()
       state, metrics = train_step(state, batch)
       compiled = train_step._cache_size() > programs

@@ -38,6 +38,13 @@ def test_seeds_repeat_every_run_and_focus_tasks_limit_the_ablation():
   assert runs[2].path == "runs/only_irony/seed_1"
 
 
+def test_leave_one_out_may_run_on_fewer_seeds():
+  config = smoke.get_config()
+  config.ablation.update(dict(seeds=(0, 1), leave_one_out_seeds=(0,), tasks=("irony",)))
+  runs = [(r.name, r.seed) for r in plan_lib.plan_runs(config, SIZES, num_shards=1)]
+  assert runs == [("only_irony", 0), ("all", 0), ("without_irony", 0), ("only_irony", 1), ("all", 1)]
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(tasks=("hate",)), r"ablation.tasks names \['hate'\], not in the mixture"),
     (dict(kinds=("single", "sequentially")), r"unknown \['sequentially'\]"),
