@@ -16,6 +16,7 @@ Overlaps: some splits share texts, so training on one and evaluating on the othe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Literal
 
@@ -111,8 +112,18 @@ def load_split(dataset: str, split: str, *, data_dir: PathLike | None = None,
                tfds_dir: PathLike | None = None) -> LabeledTexts | TextPairs | RetrievalSet:
   """One split in memory: LabeledTexts (labeling), TextPairs (pairs) or RetrievalSet (retrieval).
 
-  Prepares the dataset on first use (see `prepare`); `data_dir` is only read then.
+  Prepares the dataset on first use (see `prepare`); `data_dir` is only read then. Splits are kept
+  for the process: a trainer reads a task's split for its pairs and again for its k-NN evaluation,
+  and an ablation reads the same splits for every run. Treat what it returns as read-only.
   """
+  _lookup(dataset, split)  # an unknown name fails here, uncached
+  return _load_split(dataset, split, None if data_dir is None else str(data_dir),
+                     str(paths.resolve_tfds_dir(tfds_dir)))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_split(dataset: str, split: str, data_dir: str | None,
+                tfds_dir: str) -> LabeledTexts | TextPairs | RetrievalSet:
   entry = _lookup(dataset, split)
   prepared = prepare(dataset, data_dir=data_dir, tfds_dir=tfds_dir)
   name = f"{dataset}:{split}"
