@@ -25,7 +25,7 @@ PROVENANCE_FILE = "pe_jax_export.json"
 def _heads_left_out(source: ExportSource, fmt: str) -> list[str]:
   if not source.head_specs:
     return []
-  names = ", ".join(f"{n}" + (f" (projection to {o['projection_dim']})" if o.get("projection_dim") else "")
+  names = ", ".join(n + (f" (projection to {o['projection_dim']})" if o.get("projection_dim") else "")
                     for n, o in source.head_specs)
   return [f"task heads [{names}]: the {fmt} format holds the embedding only "
           "(--format sentence-transformers keeps them in task_heads/)"]

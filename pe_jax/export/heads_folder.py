@@ -12,9 +12,7 @@ import json
 import math
 import pathlib
 
-import jax
 import numpy as np
-from flax import nnx
 from safetensors.numpy import save_file
 
 from pe_jax.models import weights
@@ -24,8 +22,7 @@ HEADS_DIR = "task_heads"
 
 
 def head_tensors(heads: TaskHeads) -> dict[str, np.ndarray]:
-  return {weights.path_str(k): np.asarray(jax.device_get(v.get_value()))
-          for k, v in nnx.to_flat_state(nnx.state(heads, nnx.Param))}
+  return weights.param_arrays(heads)
 
 
 def write_heads(folder: pathlib.Path, heads: TaskHeads, head_specs: list) -> None:

@@ -10,7 +10,7 @@ import collections
 from typing import Any
 
 from pe_jax.export.checkpoint import ExportSource
-from pe_jax.training.metrics_writer import read_metrics
+from pe_jax.training.metrics_writer import METRICS_FILE, read_metrics
 
 # Hub ids of pe_jax's weight aliases, for the card's `base_model`.
 HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
@@ -47,7 +47,7 @@ def model_card(source: ExportSource, *, title: str) -> str:
   base, random_init = model.get("base", "?"), model.get("random_init", False)
   tasks = {n: t for n, t in config.get("tasks", {}).items() if t.get("weight", 1.0) != 0}
   zero_shot = config.get("eval", {}).get("zero_shot", {})
-  records = read_metrics(source.workdir) if (source.workdir / "metrics.jsonl").exists() else []
+  records = read_metrics(source.workdir) if (source.workdir / METRICS_FILE).exists() else []
   datasets = sorted({t["dataset"] for t in tasks.values()})
 
   front = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
@@ -69,7 +69,7 @@ def model_card(source: ExportSource, *, title: str) -> str:
            + (", L2-normalised" if cfg.normalize else ""),
            f"- Inputs truncated to {cfg.max_seq_length} tokens"
            + (f"; every text is prefixed with {source.prefix!r} (the default prompt)" if source.prefix else ""),
-           f"- Task heads (learned similarity scale and bias per task) are in `task_heads/`; "
+           "- Task heads (learned similarity scale and bias per task) are in `task_heads/`; "
            "embedding does not use them.", ""]
 
   lines += ["## Training", "", "### Tasks", ""]

@@ -14,10 +14,8 @@ from __future__ import annotations
 import math
 import pathlib
 
-import jax
 import numpy as np
 import onnx
-from flax import nnx
 from onnx import TensorProto, helper, numpy_helper
 
 from pe_jax.export.runtime_folder import write_runtime_files
@@ -55,14 +53,9 @@ class _Graph:
     return out
 
 
-def _parameters(encoder: Encoder) -> dict[str, np.ndarray]:
-  return {weights.path_str(k): np.asarray(jax.device_get(v.get_value()), np.float32)
-          for k, v in nnx.to_flat_state(nnx.state(encoder, nnx.Param))}
-
-
 def build_onnx(encoder: Encoder, *, prefix: str = "") -> onnx.ModelProto:
   cfg = encoder.cfg
-  p = _parameters(encoder)
+  p = weights.param_arrays(encoder, np.float32)
   g = _Graph()
   f32 = lambda v: np.asarray(v, np.float32)
   i64 = lambda v: np.asarray(v, np.int64)

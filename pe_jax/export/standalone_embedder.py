@@ -52,6 +52,15 @@ def _onnx_runner(folder: pathlib.Path, settings: dict) -> Callable[[np.ndarray, 
 RUNNERS = {"stablehlo": _stablehlo_runner, "onnx": _onnx_runner}
 
 
+def _without_lone_surrogates(text: str) -> str:
+  """Lone surrogates cannot be encoded; pe_jax replaces them by U+FFFD, and so does this (only texts
+  that fail to encode pay for the character walk)."""
+  try:
+    text.encode("utf-8")
+    return text
+  except UnicodeEncodeError:
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+
 class ExportedEmbedder:
   """texts -> L2-normalised embeddings [N, D] (float32), in input order."""
 
@@ -73,8 +82,7 @@ class ExportedEmbedder:
     for i, text in enumerate(texts):
       if not isinstance(text, str):
         raise TypeError(f"text at index {i} is {type(text).__name__}, not str")
-    # Lone surrogates cannot be encoded; pe_jax replaces them by U+FFFD, and so does this.
-    texts = [self.prefix + "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in t) for t in texts]
+    texts = [self.prefix + _without_lone_surrogates(t) for t in texts]
     rows = [e.ids for e in self.tokenizer.encode_batch(texts)]
     return [r if len(r) <= self.max_length else r[: self.max_length - 1] + r[-1:] for r in rows]
 

@@ -177,15 +177,20 @@ def load_encoder(
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
+def param_arrays(module: nnx.Module, dtype=None) -> dict[str, np.ndarray]:
+  """A module's parameters as host arrays keyed by our dotted paths (one transfer for all of them)."""
+  flat = nnx.to_flat_state(nnx.state(module, nnx.Param))
+  values = jax.device_get([var.get_value() for _, var in flat])
+  return {path_str(key): np.asarray(value, dtype=dtype) for (key, _), value in zip(flat, values)}
+
+
 def export_tensors(model: Encoder) -> dict[str, np.ndarray]:
   """Our parameters under Hugging Face names (PyTorch layout), the inverse of `load_encoder`."""
   out = {}
-  for key, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-    path = path_str(key)
+  for path, array in param_arrays(model, np.float32).items():
     mapped = ours_to_hf(path)
     if mapped is None:
       continue  # the projection is not part of a Hugging Face encoder; exporters write it separately
-    array = np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
     # Contiguous: writers such as safetensors save a transposed view's memory, not its logical order.
     out[mapped[0]] = np.ascontiguousarray(array.T) if mapped[1] else array
   return out

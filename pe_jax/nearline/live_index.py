@@ -76,13 +76,14 @@ class LiveIndex:
       k = min(k, n)
       if k == 0:
         return np.zeros((len(queries), 0), np.float32), [[] for _ in queries]
-      if self._device is None or self._device.num_valid != n:
+      if self._device is None:  # `_apply` drops it on every change
         # The whole capacity goes to the device, so its shape (and the compiled search) changes only
         # when the capacity doubles; rows past n are padding that never wins.
         capacity = len(self._matrix)
         self._device = exact.DeviceCorpus(jnp.asarray(self._matrix), n,
                                           min(exact.DEFAULT_CHUNK_SIZE, capacity), None)
-      corpus, ids = self._device, self.ids[:n]
+      # No copy of the ids: the list only grows, and every id a search returns is below n.
+      corpus, ids = self._device, self.ids
     scores, top = corpus.top_k(queries, k)
     return scores, [[ids[j] for j in row] for row in top]
 

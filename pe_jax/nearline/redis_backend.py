@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 import redis
 
-from pe_jax.nearline.streams import BackendURL, DeadLetter, Message, Stored, decode_vectors, default_consumer_name
+from pe_jax.nearline.streams import (BackendURL, DeadLetter, Message, Stored, decode_vectors, default_consumer_name,
+                                    upsert_vectors)
 
 _FIELD = b"data"  # the stream entry field holding the event's JSON
 
@@ -162,9 +163,7 @@ class RedisStore:
     self._upsert = client.register_script(_UPSERT)
 
   def upsert(self, ids: Sequence[str], vectors: np.ndarray, *, stored_at: float) -> None:
-    vectors = np.ascontiguousarray(vectors, np.float32)
-    if len(ids) != len(vectors):
-      raise ValueError(f"upsert into redis {self.prefix}: {len(ids)} ids but {len(vectors)} vectors")
+    vectors = upsert_vectors(ids, vectors, f"redis {self.prefix}")
     args: list[object] = [repr(stored_at)]
     for post_id, vector in zip(ids, vectors):
       args += [post_id, vector.tobytes()]

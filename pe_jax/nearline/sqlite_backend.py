@@ -19,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pe_jax.nearline.streams import BackendURL, DeadLetter, Message, Stored, decode_vectors, default_consumer_name
+from pe_jax.nearline.streams import (BackendURL, DeadLetter, Message, Stored, decode_vectors, default_consumer_name,
+                                    upsert_vectors)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-variable limit
@@ -143,9 +144,7 @@ class SqliteStore:
       c.execute(f"CREATE INDEX IF NOT EXISTS {table}_version ON {table} (version)")
 
   def upsert(self, ids: Sequence[str], vectors: np.ndarray, *, stored_at: float) -> None:
-    vectors = np.ascontiguousarray(vectors, np.float32)
-    if len(ids) != len(vectors):
-      raise ValueError(f"upsert into {self.path}:{self.table}: {len(ids)} ids but {len(vectors)} vectors")
+    vectors = upsert_vectors(ids, vectors, f"{self.path}:{self.table}")
     with _Transaction(self._conn, self._lock) as c:
       # The write lock is held, so versions from MAX + 1 are unique and above anything a reader has seen.
       base = c.execute(f"SELECT COALESCE(MAX(version), 0) FROM {self.table}").fetchone()[0]

@@ -149,6 +149,14 @@ def default_consumer_name() -> str:
   return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def upsert_vectors(ids: Sequence[str], vectors: np.ndarray, where: str) -> np.ndarray:
+  """Contiguous float32 rows (so `tobytes` is the row), one per id: what every store writes."""
+  vectors = np.ascontiguousarray(vectors, np.float32)
+  if len(ids) != len(vectors):
+    raise ValueError(f"upsert into {where}: {len(ids)} ids but {len(vectors)} vectors")
+  return vectors
+
+
 def decode_vectors(blobs: Sequence[bytes], where: str) -> np.ndarray:
   """float32 rows from stored bytes; rows of another width mean two models wrote to one store."""
   if not blobs:

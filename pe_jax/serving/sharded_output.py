@@ -128,16 +128,18 @@ def read_manifest(out_dir: pathlib.Path) -> dict[str, Any]:
   return json.loads(path.read_text())
 
 
-def missing_parts(out_dir: str | os.PathLike) -> list[int]:
+def missing_parts(out_dir: str | os.PathLike, manifest: dict | None = None) -> list[int]:
+  """Unfinished part indices; `manifest` saves reading it again when the caller has it."""
   out_dir = pathlib.Path(out_dir)
-  return [p["index"] for p in read_manifest(out_dir)["parts"] if not is_finished(out_dir, p["index"])]
+  manifest = manifest or read_manifest(out_dir)
+  return [p["index"] for p in manifest["parts"] if not is_finished(out_dir, p["index"])]
 
 
 def load(out_dir: str | os.PathLike) -> tuple[list, np.ndarray]:
   """(ids, embeddings [N, D]) of a finished job, in input order."""
   out_dir = pathlib.Path(out_dir)
   manifest = read_manifest(out_dir)
-  missing = missing_parts(out_dir)
+  missing = missing_parts(out_dir, manifest)
   if missing:
     raise FileNotFoundError(f"{out_dir}: parts {missing} of {len(manifest['parts'])} are not finished; "
                             f"rerun the same embedding command to finish them")

@@ -21,10 +21,6 @@ class TokenCounts:
   tokens: int  # real (non-padding) tokens
   squared_lengths: int  # sum over texts of length ** 2: attention's cost
 
-  def __add__(self, other: "TokenCounts") -> "TokenCounts":
-    return TokenCounts(self.texts + other.texts, self.tokens + other.tokens,
-                       self.squared_lengths + other.squared_lengths)
-
 
 def forward_flops(cfg: EncoderConfig, counts: TokenCounts) -> float:
   """Multiply-adds x 2 of one forward pass of the encoder and its projection."""

@@ -159,9 +159,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   embedder = Embedder(model.encoder, tokenizer, prefix=source.prefix, mesh=eval_mesh,
                       batch_size=-(-32 // eval_shards) * eval_shards)
 
+  gather = jax.jit(lambda p: p, out_shardings=sharding_lib.replicated(mesh))  # compiled once, used per eval
+
   def evaluate(params) -> dict[str, float]:
     if eval_mesh is not mesh:
-      params = _local_copy(params, mesh, eval_mesh)
+      params = _local_copy(gather(params), eval_mesh)
     embedder.update_model(nnx.merge(graphdef, params).encoder)
     return suite_lib.run_suite(suite, embedder, tasks=list(config.tasks))
 
@@ -234,9 +236,8 @@ def _to_host(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _local_copy(params: Any, mesh: jax.sharding.Mesh, local_mesh: jax.sharding.Mesh) -> Any:
-  """`params` whole on each device of `local_mesh` (this process's): gathered across processes once."""
-  whole = jax.jit(lambda p: p, out_shardings=sharding_lib.replicated(mesh))(params)
+def _local_copy(whole: Any, local_mesh: jax.sharding.Mesh) -> Any:
+  """Replicated `whole` params, copied onto every device of `local_mesh` (this process's)."""
   return jax.tree.map(lambda x: jax.device_put(x.addressable_data(0), sharding_lib.replicated(local_mesh)), whole)
 
 

@@ -21,7 +21,7 @@ from flax import nnx
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from pe_jax import sharding as sharding_lib
-from pe_jax.models.encoder import EncoderConfig
+from pe_jax.models.encoder import Encoder, EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.tokenization import TextTokenizer
 
@@ -116,8 +116,6 @@ def read_model_description(workdir: pathlib.Path) -> tuple[EncoderConfig, list, 
 
 def abstract_model(encoder_config: EncoderConfig, head_specs, mesh: jax.sharding.Mesh):
   """(graphdef, abstract params with this mesh's shardings) of a PostEmbeddingModel, nothing allocated."""
-  from pe_jax.models.encoder import Encoder
-
   with sharding_lib.activate(mesh):
     model = nnx.eval_shape(lambda: PostEmbeddingModel(
         Encoder(encoder_config, rngs=nnx.Rngs(0)), head_specs, rngs=nnx.Rngs(0)))
@@ -138,16 +136,19 @@ def load_trained_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, step
   graphdef, target = abstract_model(encoder_config, head_specs, mesh)
   manager = ocp.CheckpointManager((workdir / CHECKPOINTS).absolute(), item_names=("params", "train"),
                                  options=ocp.CheckpointManagerOptions(create=False))  # reading never creates
-  if best:
-    metric = best_metric or json.loads((workdir / CONFIG_FILE).read_text()).get("best_metric")
-    step = best_step(manager, metric)
-    if step is None:
-      raise FileNotFoundError(f"{workdir}: no checkpoint carries the metric {metric!r}")
-  step = step if step is not None else manager.latest_step()
-  if step is None or step not in manager.all_steps():
-    raise FileNotFoundError(f"{workdir / CHECKPOINTS}: no checkpoint {'found' if step is None else 'at step ' + str(step)}; "
-                            f"have {manager.all_steps()}")
-  restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+  try:
+    if best:
+      metric = best_metric or json.loads((workdir / CONFIG_FILE).read_text()).get("best_metric")
+      step = best_step(manager, metric) if metric else None
+      if step is None:
+        raise FileNotFoundError(f"{workdir}: no checkpoint carries the metric {metric!r}")
+    step = step if step is not None else manager.latest_step()
+    if step is None or step not in manager.all_steps():
+      raise FileNotFoundError(f"{workdir / CHECKPOINTS}: no checkpoint {'found' if step is None else 'at step ' + str(step)}; "
+                              f"have {manager.all_steps()}")
+    restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+  finally:
+    manager.close()  # its background threads would otherwise outlive every load
   model = nnx.merge(graphdef, restored["params"])
   tokenizer = TextTokenizer(tokenizers.Tokenizer.from_file(str(workdir / TOKENIZER_FILE)),
                             max_length=encoder_config.max_seq_length, pad_id=encoder_config.pad_token_id)
