@@ -28,15 +28,15 @@ def main(argv):
   from pe_jax.runtime import enable_compilation_cache
   from pe_jax.evaluation import suite as suite_lib
   from pe_jax.models.loading import load_model
+  from pe_jax.models.trained import load_trained_model
   from pe_jax.serving.embedder import Embedder
-  from pe_jax.training import workdir as workdir_lib
 
   enable_compilation_cache()
   config = _CONFIG.value
   data_dir = _DATA_DIR.value or config.data_dir
   start = time.perf_counter()
   if _BEST.value:
-    model, tokenizer, prefix = workdir_lib.load_trained_model(_MODEL.value, mesh=None, best=True)
+    model, tokenizer, prefix = load_trained_model(_MODEL.value, mesh=None, best=True)
   else:
     model, tokenizer, prefix = load_model(_MODEL.value)
   embedder = Embedder(model, tokenizer, prefix=prefix)

@@ -18,7 +18,7 @@ from flax import nnx
 from pe_jax import sharding as sharding_lib
 from pe_jax.models.encoder import Encoder
 from pe_jax.models.heads import TaskHeads
-from pe_jax.training import workdir as workdir_lib
+from pe_jax.models import trained
 
 
 class CheckpointError(ValueError):
@@ -55,8 +55,8 @@ def _choose_step(manager: ocp.CheckpointManager, checkpoints: pathlib.Path, step
     raise CheckpointError(f"{checkpoints}: no checkpoint in it")
   if best:
     if not best_metric:
-      raise CheckpointError(f"{checkpoints.parent / workdir_lib.CONFIG_FILE}: no best_metric, so --best has no meaning")
-    chosen = workdir_lib.best_step(manager, best_metric)
+      raise CheckpointError(f"{checkpoints.parent / trained.CONFIG_FILE}: no best_metric, so --best has no meaning")
+    chosen = trained.best_step(manager, best_metric)
     if chosen is None:
       raise CheckpointError(f"{checkpoints}: no checkpoint carries the metric {best_metric!r} (have steps {steps})")
     return chosen
@@ -74,23 +74,23 @@ def load_checkpoint(workdir: str | pathlib.Path, *, step: int | None = None, bes
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise CheckpointError(f"{workdir}: no such directory")
-  _read_json(workdir / workdir_lib.MODEL_FILE)  # a missing or garbled file, named, before it is parsed
-  run_config = _read_json(workdir / workdir_lib.CONFIG_FILE)
+  _read_json(workdir / trained.MODEL_FILE)  # a missing or garbled file, named, before it is parsed
+  run_config = _read_json(workdir / trained.CONFIG_FILE)
   try:
-    encoder_config, head_specs, prefix = workdir_lib.read_model_description(workdir)
+    encoder_config, head_specs, prefix = trained.read_model_description(workdir)
   except (KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"{workdir / workdir_lib.MODEL_FILE}: not a model description: {e}") from e
-  tokenizer_path = workdir / workdir_lib.TOKENIZER_FILE
+    raise CheckpointError(f"{workdir / trained.MODEL_FILE}: not a model description: {e}") from e
+  tokenizer_path = workdir / trained.TOKENIZER_FILE
   try:
     tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_path))
   except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for both missing and corrupt files
     raise CheckpointError(f"{tokenizer_path}: cannot read the tokenizer: {e}") from e
 
-  checkpoints = workdir / workdir_lib.CHECKPOINTS
+  checkpoints = workdir / trained.CHECKPOINTS
   if not checkpoints.is_dir():
     raise CheckpointError(f"{checkpoints}: no checkpoints directory")
   mesh = sharding_lib.single_device_mesh()
-  graphdef, target = workdir_lib.abstract_model(encoder_config, head_specs, mesh)
+  graphdef, target = trained.abstract_model(encoder_config, head_specs, mesh)
   manager = ocp.CheckpointManager(checkpoints.absolute(), item_names=("params", "train"),
                                   options=ocp.CheckpointManagerOptions(create=False))
   try:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from pe_jax import sharding as sharding_lib
-from pe_jax.models import pretrained, weights
+from pe_jax.models import pretrained, trained, weights
 from pe_jax.models.encoder import Encoder
 from pe_jax.tokenization import TextTokenizer
 
@@ -17,10 +17,8 @@ def load_model(spec: str, *, mesh: jax.sharding.Mesh | None = None, **overrides)
   `overrides` replace `EncoderConfig` fields of a pretrained base (e.g. dtype="bfloat16").
   """
   mesh = mesh or sharding_lib.single_device_mesh()
-  from pe_jax.training import workdir as workdir_lib  # noqa: PLC0415 - keeps `import pe_jax.embed` light
-
-  if workdir_lib.is_workdir(spec):
-    return workdir_lib.load_trained_model(spec, mesh=mesh, **overrides)
+  if trained.is_workdir(spec):
+    return trained.load_trained_model(spec, mesh=mesh, **overrides)
   source = pretrained.resolve(spec, **overrides)
   model = weights.load_encoder(source.config, source.tensors, mesh=mesh, source=source.description)
   if source.projection is not None:

@@ -101,7 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   workdir = pathlib.Path(workdir)
 
   # --- Workdir and config: refuse an incompatible run before any heavy work ------------------------
-  workdir_lib.check_or_write_config(workdir, config)
+  workdir_lib.check_config(workdir, config)  # written once the data and model load: no half workdir
   suite_lib.check_no_leak(config)
 
   # --- Mesh ----------------------------------------------------------------------------------------
@@ -121,6 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Model, created already sharded --------------------------------------------------------------
   head_specs = [(name, dict(config.tasks[name].head)) for name in mixture.task_order(weights_by_task)]
   model, tokenizer, source = build_model(config, mesh, head_specs)
+  workdir_lib.write_config(workdir, config)
   workdir_lib.write_model_description(workdir, model.encoder.cfg, head_specs, source.prefix, source.tokenizer)
   builder = batches_lib.BatchBuilder(
       tasks, weights_by_task, tokenizer, mesh=mesh, batch_size_per_shard=config.batch_size, seed=config.seed,
