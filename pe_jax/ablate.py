@@ -9,8 +9,10 @@ Rerunning the same command skips finished runs and resumes an interrupted one. T
 WORKDIR/transfer.json, transfer.md and transfer.png.
 """
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
+
+from pe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Ablation config, e.g. configs/ablation/posts.py.",
                                           lock_config=True)
@@ -20,8 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   from pe_jax.ablation import run_ablation
   from pe_jax.runtime import enable_compilation_cache
 
@@ -30,14 +31,10 @@ def main(argv):
   if _DATA_DIR.value:
     with config.unlocked():
       config.data_dir = _DATA_DIR.value
-  logging.set_verbosity(logging.WARNING)  # each run's progress line and the ablation's own are enough
-  try:
-    report = run_ablation(config, _WORKDIR.value)
-  except ValueError as e:  # a bad ablation, found before any training: the message says what and where
-    raise SystemExit(f"pe_jax.ablate: {e}") from None
+  report = run_ablation(config, _WORKDIR.value)
   for task, word in report["verdict"].items():
     print(f"{task}: {word} ({report['transfer']['all'][task]['delta']:+.3f} vs single-task)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, log_in=_WORKDIR, console=("pe_jax.data",))

@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
-from typing import Iterable, Iterator
 
-from absl import app, flags
+from absl import flags
 
-from pe_jax import distributed
+from pe_jax import cli, distributed
+from pe_jax.serving.post_files import ReadStats, check_input, parse_jsonl, read_jsonl, read_lines
 
 _MODEL = flags.DEFINE_string("model", "minilm-l6", "Alias, Hugging Face folder, hub id or training workdir.")
 _INPUT = flags.DEFINE_string("input", None, "Text file (one post a line) or JSONL with a `text` field.", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the [N, D] float32 .npy.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the [N, D] float32 .npy (or a folder of parts).",
+                              required=True)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing .npy --output (and its .ids.json).")
 _FORMAT = flags.DEFINE_enum("format", "auto", ["auto", "text", "jsonl"], "Input format; auto goes by extension.")
 _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "JSONL field holding the post.")
 _ID_FIELD = flags.DEFINE_string("id_field", "id", "JSONL field holding the post id (kept in OUTPUT.ids.json).")
@@ -45,45 +46,9 @@ _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This worker's index in [0
 _DISTRIBUTED = distributed.define_flags()
 
 
-def parse_jsonl(lines: Iterable[str], source: object, text_field: str, id_field: str, ids: list, *,
-                first_lineno: int = 1) -> Iterator[str]:
-  """Yields the texts of JSONL `lines`; fills `ids` as it goes. Errors name the source, line and field."""
-  for lineno, line in enumerate(lines, first_lineno):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{source}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(record, dict) or text_field not in record:
-      raise ValueError(f"{source}:{lineno}: no {text_field!r} field")
-    if not isinstance(record[text_field], str):
-      raise TypeError(f"{source}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, not a string")
-    ids.append(record.get(id_field, lineno))
-    yield record[text_field]
-
-
-def read_jsonl(path: pathlib.Path, text_field: str, id_field: str, ids: list) -> Iterator[str]:
-  """Yields texts; fills `ids` as it goes. Errors name the file, line and field."""
-  with open(path, encoding="utf-8", errors="surrogateescape") as f:
-    yield from parse_jsonl(f, path, text_field, id_field, ids)
-
-
-def read_lines(path: pathlib.Path) -> Iterator[str]:
-  # surrogateescape keeps invalid UTF-8 bytes visible so the embedder can count and replace them.
-  with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-    for line in f:
-      yield line.rstrip("\r\n")
-
-
-def count_lines(path: pathlib.Path) -> int:
-  with open(path, "rb") as f:
-    return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
 def embed_parts(embedder, path: pathlib.Path, out_dir: pathlib.Path, *, jsonl: bool, model: str,
                 lines_per_part: int, num_workers: int, worker: int, text_field: str = "text",
-                id_field: str = "id") -> tuple[list[int], list[int]]:
+                id_field: str = "id", read_stats: ReadStats | None = None) -> tuple[list[int], list[int]]:
   """Embeds this worker's unfinished parts of `path` into `out_dir`; returns (embedded, skipped) part indices."""
   from pe_jax.serving import sharded_output
   from pe_jax.tokenization import TokenStats
@@ -102,7 +67,7 @@ def embed_parts(embedder, path: pathlib.Path, out_dir: pathlib.Path, *, jsonl: b
     lines = sharded_output.read_part_lines(path, part)
     first = part.first_line + 1  # ids and errors count lines from 1, as the one-file output does
     ids = [] if jsonl else list(range(first, first + part.num_lines))
-    texts = parse_jsonl(lines, path, text_field, id_field, ids, first_lineno=first) if jsonl else lines
+    texts = parse_jsonl(lines, path, text_field, id_field, ids, first_lineno=first, stats=read_stats) if jsonl else lines
     vectors = embedder.embed(texts)
     stats.add(embedder.stats)
     sharded_output.write_part(out_dir, part.index, vectors, ids)
@@ -118,33 +83,66 @@ def _workers() -> tuple[int, int]:
 
   if jax.process_count() > 1:
     if _NUM_SHARDS.value != 1:
-      sys.exit("--num_shards/--shard_index split a job of independent processes; a multi-process JAX job "
-               "(--num_processes) splits itself by process")
+      raise cli.UsageError("--num_shards/--shard_index split a job of independent processes; a multi-process JAX "
+                           "job (--num_processes) splits itself by process")
     return jax.process_count(), jax.process_index()
   if not 0 <= _SHARD_INDEX.value < _NUM_SHARDS.value:
-    sys.exit(f"--shard_index {_SHARD_INDEX.value} is outside [0, --num_shards {_NUM_SHARDS.value})")
+    raise cli.UsageError(f"--shard_index {_SHARD_INDEX.value} is outside [0, --num_shards {_NUM_SHARDS.value})")
   return _NUM_SHARDS.value, _SHARD_INDEX.value
+
+
+def _read_all(path: pathlib.Path, jsonl: bool, stats: ReadStats) -> tuple[list[str], list]:
+  """Every post and id of a one-file output, read before the model loads: a bad line fails in seconds."""
+  ids: list = []
+  texts = list(read_jsonl(path, _TEXT_FIELD.value, _ID_FIELD.value, ids, stats) if jsonl else read_lines(path, stats))
+  if not texts:
+    raise ValueError(f"--input {path}: no posts, only {stats.blank} blank lines")
+  return texts, ids
+
+
+def _save(out: pathlib.Path, vectors, ids: list | None) -> None:
+  """Writes beside `out`, then renames: an --overwrite that fails leaves the old output whole."""
+  import numpy as np
+
+  out.parent.mkdir(parents=True, exist_ok=True)
+  ids_path = out.with_suffix(".ids.json")
+  staged = {out: out.with_name(out.name + ".partial")}
+  with open(staged[out], "wb") as f:
+    np.save(f, vectors)
+  if ids is None:
+    ids_path.unlink(missing_ok=True)  # an older JSONL run's ids would no longer match the rows
+  else:
+    staged[ids_path] = ids_path.with_name(ids_path.name + ".partial")
+    staged[ids_path].write_text(json.dumps(ids))
+  for final, partial in staged.items():
+    partial.replace(final)
 
 
 def main(argv):
   del argv
+  path, out = pathlib.Path(_INPUT.value), pathlib.Path(_OUTPUT.value)
+  one_file = out.suffix == ".npy"
+  jsonl = _FORMAT.value == "jsonl" or (_FORMAT.value == "auto" and path.suffix in (".jsonl", ".ndjson"))
+  if one_file and not _OVERWRITE.value:
+    taken = [p for p in (out, out.with_suffix(".ids.json")) if p.exists()]
+    if taken:
+      raise FileExistsError(f"--output {taken[0]} exists; pass --overwrite to replace it")
+  check_input(path)
+  read_stats = ReadStats()
+  if one_file:
+    texts, ids = _read_all(path, jsonl, read_stats)
+
   distributed.initialize_from_flags(_DISTRIBUTED)  # before anything touches a device
   import jax
-  import numpy as np
 
   from pe_jax import sharding as sharding_lib
   from pe_jax.runtime import enable_compilation_cache
   from pe_jax.serving.embedder import Embedder
 
   enable_compilation_cache()
-  path, out = pathlib.Path(_INPUT.value), pathlib.Path(_OUTPUT.value)
-  if not path.is_file():
-    sys.exit(f"--input {path}: no such file")
   num_workers, worker = _workers()
-  one_file = out.suffix == ".npy"
   if one_file and num_workers > 1:
-    sys.exit(f"--output {out}: {num_workers} workers write a folder of parts, not one .npy file")
-  jsonl = _FORMAT.value == "jsonl" or (_FORMAT.value == "auto" and path.suffix in (".jsonl", ".ndjson"))
+    raise cli.UsageError(f"--output {out}: {num_workers} workers write a folder of parts, not one .npy file")
 
   start = time.perf_counter()
   # Each worker embeds on its own devices only: embedding needs nothing from other processes.
@@ -155,26 +153,24 @@ def main(argv):
                                       config_overrides={"dtype": _DTYPE.value})
   loaded = time.perf_counter()
   if one_file:
-    ids: list = []
-    texts = read_jsonl(path, _TEXT_FIELD.value, _ID_FIELD.value, ids) if jsonl else read_lines(path)
-    vectors = embedder.embed(texts, progress=True, total=count_lines(path))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, vectors)
-    if jsonl:
-      out.with_suffix(".ids.json").write_text(json.dumps(ids))
+    vectors = embedder.embed(texts, progress=True)
+    _save(out, vectors, ids if jsonl else None)
     where = f"{out} {vectors.shape}"
   else:
     embedded, skipped = embed_parts(
         embedder, path, out, jsonl=jsonl, model=_MODEL.value, lines_per_part=_LINES_PER_PART.value,
-        num_workers=num_workers, worker=worker, text_field=_TEXT_FIELD.value, id_field=_ID_FIELD.value)
+        num_workers=num_workers, worker=worker, text_field=_TEXT_FIELD.value, id_field=_ID_FIELD.value,
+        read_stats=read_stats)
     where = f"{out} (parts {embedded}; {len(skipped)} already finished, skipped)"
   done = time.perf_counter()
   s = embedder.stats
+  read = read_stats.summary()
   print(f"embedded {s.texts} posts -> {where} in {done - start:.1f}s "
         f"(load {loaded - start:.1f}s, {s.texts / max(done - loaded, 1e-9):.0f} posts/s incl. compile); "
         f"empty {s.empty}, truncated to {embedder.tokenizer.max_length} tokens {s.truncated}, "
-        f"invalid unicode replaced {s.invalid_unicode}; {embedder.num_traces} shapes compiled")
+        f"invalid unicode replaced {s.invalid_unicode}{'; ' + read if read else ''}; "
+        f"{embedder.num_traces} shapes compiled")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

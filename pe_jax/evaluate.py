@@ -12,8 +12,10 @@ import json
 import pathlib
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from pe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose tasks and zero-shot sets are scored.")
 _MODEL = flags.DEFINE_string("model", None, "Alias, Hugging Face folder, hub id or training workdir.")
@@ -52,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, console=("pe_jax.data",))

@@ -12,10 +12,10 @@ Several hosts (every process runs the same command; the workdir on storage all o
   python -m pe_jax.train --config configs/presets.py:tpu_v5e_16 --workdir /shared/run --distributed_auto
 """
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from pe_jax import distributed
+from pe_jax import cli, distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/multitask.py:smoke.",
                                           lock_config=True)
@@ -26,8 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   distributed.initialize_from_flags(_DISTRIBUTED)  # before anything touches a device
   from pe_jax.runtime import enable_compilation_cache
   from pe_jax.training.train import train_and_evaluate
@@ -37,11 +36,10 @@ def main(argv):
   if _DATA_DIR.value:
     with config.unlocked():
       config.data_dir = _DATA_DIR.value
-  logging.set_verbosity(logging.INFO)
   results = train_and_evaluate(config, _WORKDIR.value)
   for key, value in sorted(results.items()):
     print(f"{key}: {value:.4f}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, log_in=_WORKDIR, console=("pe_jax.data",))

@@ -102,6 +102,8 @@ def prepare(dataset: str, *, data_dir: PathLike | None = None, tfds_dir: PathLik
     # data_path checked first: is_prepared() warns about a variant folder that does not exist yet.
     if not (builder.data_path.exists() and builder.is_prepared()):
       manual_dir = None if download else str(paths.resolve_data_dir(data_dir))
+      # Its bars (per split, per shuffle) fill a terminal for a second's work; the builder logs one line.
+      tfds.display_progress_bar(False)
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     result.append(builder)

@@ -14,7 +14,7 @@ import os
 import pathlib
 import re
 
-MANIFEST_NAME = "MANIFEST.md"
+from pe_jax.data.paths import MANIFEST_NAME
 
 _FILES_HEADING = re.compile(r"^##\s+Files\s*$")
 _ROW = re.compile(r"^\|\s*`(?P<path>[^`]+)`\s*\|\s*(?P<lines>\d+)\s*\|\s*(?P<bytes>\d+)\s*\|"

@@ -6,6 +6,7 @@ import os
 import pathlib
 
 DATA_DIR_ENV = "PE_JAX_DATA_DIR"
+MANIFEST_NAME = "MANIFEST.md"  # what makes a folder a data folder (pe_jax.data.manifest reads it)
 TFDS_DIR_ENV = "PE_JAX_TFDS_DIR"
 DEFAULT_TFDS_DIR = pathlib.Path("~/.cache/pe_jax/tfds")
 
@@ -23,6 +24,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
   path = pathlib.Path(data_dir).expanduser()
   if not path.is_dir():
     raise FileNotFoundError(f"Raw data folder {path} does not exist or is not a directory")
+  if not (path / MANIFEST_NAME).is_file():
+    # tfds would take an empty folder for no folder at all, and try to download instead.
+    raise FileNotFoundError(f"Raw data folder {path} has no {MANIFEST_NAME}"
+                            f"{' (it is empty)' if not any(path.iterdir()) else ''}: give the staged data folder, "
+                            f"which holds {MANIFEST_NAME} and one folder per dataset")
   return path
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags
+
+from pe_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to export from.", required=True)
 _FORMAT = flags.DEFINE_string("format", None, "sentence-transformers, hf, stablehlo or onnx.", required=True)
@@ -23,18 +25,19 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out.")
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax narrates every restore at INFO
   from pe_jax.export import export
+  from pe_jax.export.formats import check_format
 
   try:
-    result = export(_WORKDIR.value, _FORMAT.value, _OUT.value, step=_STEP.value, best=_BEST.value,
-                    overwrite=_OVERWRITE.value)
-  except (ValueError, FileExistsError) as e:  # CheckpointError and UnexpressibleError are ValueErrors
-    sys.exit(f"export failed: {e}")
+    check_format(_FORMAT.value)
+  except ValueError as e:  # a name from a fixed list: the command line is wrong
+    raise cli.UsageError(f"--format: {e}") from None
+  result = export(_WORKDIR.value, _FORMAT.value, _OUT.value, step=_STEP.value, best=_BEST.value,
+                  overwrite=_OVERWRITE.value)
   for item in result.left_out:
     print(f"not exported: {item}", file=sys.stderr)
   print(f"exported {_WORKDIR.value} step {result.step} as {result.format} -> {result.out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -18,6 +18,7 @@ from typing import Callable
 from pe_jax.export import hf_folder, onnx_graph, st_folder, stablehlo_export
 from pe_jax.export.checkpoint import ExportSource, load_checkpoint
 from pe_jax.export.hf_folder import UnexpressibleError
+from pe_jax.suggest import did_you_mean
 
 PROVENANCE_FILE = "pe_jax_export.json"
 
@@ -73,7 +74,7 @@ class ExportResult:
 
 def check_format(fmt: str) -> None:
   if fmt not in FORMATS:
-    raise ValueError(f"unknown export format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    raise ValueError(f"unknown export format {fmt!r}; known formats: {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}")
 
 
 def _check_out(out: pathlib.Path, overwrite: bool, workdir: pathlib.Path | None) -> None:

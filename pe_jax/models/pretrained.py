@@ -16,6 +16,7 @@ import numpy as np
 import tokenizers
 
 from pe_jax.models.encoder import EncoderConfig
+from pe_jax.suggest import closest, did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +171,8 @@ def _sentence_transformers_recipe(folder: pathlib.Path) -> tuple[dict[str, Any],
 def from_hf_folder(folder: str | pathlib.Path, *, description: str | None = None, **overrides) -> PretrainedSource:
   folder = pathlib.Path(folder)
   if not (folder / "config.json").exists():
-    raise FileNotFoundError(f"{folder} is not a Hugging Face model folder: config.json is missing")
+    raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json (a Hugging Face folder's) "
+                            "and no model.json (a training workdir's)")
   hf_config = _read_json(folder / "config.json")
   recipe, projection, prefix = _sentence_transformers_recipe(folder)
   return PretrainedSource(
@@ -196,9 +198,17 @@ def _from_hub(repo_id: str, **overrides) -> PretrainedSource:
   return from_hf_folder(folder, description=f"{repo_id} (Hugging Face hub)", **overrides)
 
 
+def _is_local_path(spec: str) -> bool:
+  """A path, not a hub id (org/name): written like one, or under a folder that exists here (workdirs/demo)."""
+  if spec.startswith((".", "/", "~")) or spec.endswith("/") or spec.count("/") > 1:
+    return True
+  return "/" in spec and pathlib.Path(spec.split("/")[0]).is_dir()
+
+
 def resolve(spec: str, **overrides) -> PretrainedSource:
   """An alias, a local Hugging Face folder, or `org/name` on the hub (online only).
 
+  A spec that looks like a local path never goes to the hub: a mistyped workdir is named as missing.
   `overrides` replace `EncoderConfig` fields (e.g. projection_dim=50, dtype="bfloat16").
   """
   if spec in ALIASES:
@@ -208,7 +218,12 @@ def resolve(spec: str, **overrides) -> PretrainedSource:
     return from_hf_folder(path, **overrides)
   if path.exists():
     raise ValueError(f"{spec} is a file; a model is an alias ({', '.join(ALIASES)}) or a folder")
-  if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+  if _is_local_path(spec):
+    parent = path.parent
+    match = closest(path.name, [p.name for p in parent.iterdir() if p.is_dir()]) if parent.is_dir() else None
+    hint = f" (did you mean {str(pathlib.Path(spec).parent / match)!r}?)" if match else ""
+    raise FileNotFoundError(f"model {spec}: no such folder{hint}")
+  if spec.count("/") == 1:
     return _from_hub(spec, **overrides)
-  raise ValueError(f"unknown model {spec!r}: known aliases are {', '.join(sorted(ALIASES))}; "
-                   "or give a Hugging Face folder or hub id (org/name)")
+  raise ValueError(f"unknown model {spec!r}{did_you_mean(spec, ALIASES)}: known aliases are "
+                   f"{', '.join(sorted(ALIASES))}; or give a Hugging Face folder or hub id (org/name)")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from pe_jax import cli
 from pe_jax.nearline.events import DEFAULT_MAX_CHARS
 
 _MODEL = flags.DEFINE_string("model", "minilm-l6", "Alias, Hugging Face folder, hub id or training workdir.")
@@ -41,14 +41,10 @@ log = logging.getLogger("pe_jax.nearline")
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  del argv
   from pe_jax.nearline.metrics import Metrics
   from pe_jax.nearline.streams import open_queue, open_store
   from pe_jax.nearline.worker import Worker, WorkerConfig
-  from pe_jax.runtime import enable_compilation_cache
-  from pe_jax.serving.embedder import Embedder
 
   metrics = Metrics()
   if _METRICS_PORT.value is not None:
@@ -60,6 +56,9 @@ def main(argv):
   config = WorkerConfig(batch_size=_BATCH.value, max_wait_s=_WAIT.value / 1000, max_chars=_MAX_CHARS.value,
                         max_deliveries=_MAX_DELIVERIES.value, report_every_s=_REPORT.value,
                         metrics_file=_METRICS_FILE.value)
+
+  from pe_jax.runtime import enable_compilation_cache  # jax, only now: a wrong URL fails in a second
+  from pe_jax.serving.embedder import Embedder
 
   enable_compilation_cache()
   start = time.perf_counter()
@@ -87,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, console=("pe_jax.nearline",))  # the worker's own lines: progress, metrics, retries

@@ -24,6 +24,7 @@ from pe_jax.nearline.streams import (BackendURL, DeadLetter, Message, Stored, de
                                     upsert_vectors)
 
 _FIELD = b"data"  # the stream entry field holding the event's JSON
+CONNECT_ATTEMPTS = 5  # PINGs before giving up at start-up: 0.5 + 1 + 2 + 4 s of waiting
 
 _UPSERT = """
 local changed = 0
@@ -39,13 +40,29 @@ return changed
 """
 
 
-def _client(url: BackendURL) -> redis.Redis:
+def _client(url: BackendURL, attempts: int) -> redis.Redis:
+  """A client whose server answered PING, asked `attempts` times with backoff: a worker often starts
+  alongside its broker, but a wrong URL should fail in seconds, saying so."""
   try:
     db = int(url.path or 0)
   except ValueError:
     raise ValueError(f"redis URL: database {url.path!r} is not a number") from None
   # A timeout, so a hung server surfaces as an error the worker backs off from, not a silent hang.
-  return redis.Redis(host=url.host, port=url.port or 6379, db=db, socket_timeout=30, socket_connect_timeout=5)
+  client = redis.Redis(host=url.host, port=url.port or 6379, db=db, socket_timeout=30, socket_connect_timeout=5)
+  delay, start = 0.5, time.monotonic()
+  for attempt in range(1, attempts + 1):
+    try:
+      client.ping()
+      return client
+    except redis.ConnectionError as e:
+      if attempt == attempts:
+        client.close()
+        raise ConnectionError(
+            f"redis://{url.host}:{url.port or 6379}/{db}: no Redis server answered ({attempts} attempts in "
+            f"{time.monotonic() - start:.1f} s; {e}). Start redis-server there, or install it: "
+            "sudo apt-get install redis-server (or bash scripts/install.sh --with-redis)") from None
+      time.sleep(delay)
+      delay *= 2
 
 
 def _entry_time(entry_id: str) -> float:
@@ -197,11 +214,13 @@ class RedisStore:
 def open_queue(url: BackendURL, *, consumer: str | None = None) -> RedisQueue:
   options = dict(stream=url.take("stream", "posts"), group=url.take("group", "embedder"), dead=url.take("dead", None),
                  claim_idle_s=url.take("claim_idle_s", 30.0, float), maxlen=url.take("maxlen", 0, int))
+  attempts = url.take("connect_attempts", CONNECT_ATTEMPTS, int)
   url.check_used("queue")
-  return RedisQueue(_client(url), consumer=consumer, **options)
+  return RedisQueue(_client(url, attempts), consumer=consumer, **options)
 
 
 def open_store(url: BackendURL) -> RedisStore:
   prefix = url.take("prefix", "embeddings")
+  attempts = url.take("connect_attempts", CONNECT_ATTEMPTS, int)
   url.check_used("store")
-  return RedisStore(_client(url), prefix=prefix)
+  return RedisStore(_client(url, attempts), prefix=prefix)

@@ -11,6 +11,7 @@ WAL journal: readers never block the writer, and a kill -9 loses nothing committ
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -27,6 +28,9 @@ _IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-variable limit
 
 
 def _connect(path: str) -> sqlite3.Connection:
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):  # sqlite3 would say only "unable to open database file"
+    raise FileNotFoundError(f"sqlite:///{path}: no such folder {folder}")
   # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE takes the write lock up front, so two
   # workers never deadlock upgrading a read to a write).
   conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)

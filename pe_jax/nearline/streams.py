@@ -4,6 +4,7 @@ Backends are named by URL:
 
   redis://HOST:PORT/DB?stream=posts&group=embedder&claim_idle_s=30   a Redis Stream and consumer group
   redis://HOST:PORT/DB?prefix=embeddings                             a Redis store
+  (either: &connect_attempts=5, the PINGs at start-up before an absent server is an error)
   sqlite:///relative/path.db?queue=posts&lease_s=30                  a SQLite queue table (one machine)
   sqlite:////absolute/path.db?table=embeddings                       a SQLite store
 
@@ -134,15 +135,22 @@ def parse_url(url: str) -> BackendURL:
 _BACKENDS = {"redis": "pe_jax.nearline.redis_backend", "sqlite": "pe_jax.nearline.sqlite_backend"}
 
 
+def _backend(scheme: str):
+  try:
+    return importlib.import_module(_BACKENDS[scheme])
+  except ModuleNotFoundError as e:  # the backend's client library (redis) is not installed
+    raise ModuleNotFoundError(f"the {scheme} backend needs the Python package {e.name!r}: pip install {e.name}") from e
+
+
 def open_queue(url: str, *, consumer: str | None = None) -> Queue:
   """The queue a URL names; `consumer` names this worker within its group (default: host and pid)."""
   parsed = parse_url(url)
-  return importlib.import_module(_BACKENDS[parsed.scheme]).open_queue(parsed, consumer=consumer)
+  return _backend(parsed.scheme).open_queue(parsed, consumer=consumer)
 
 
 def open_store(url: str) -> Store:
   parsed = parse_url(url)
-  return importlib.import_module(_BACKENDS[parsed.scheme]).open_store(parsed)
+  return _backend(parsed.scheme).open_store(parsed)
 
 
 def default_consumer_name() -> str:

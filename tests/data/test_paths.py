@@ -7,8 +7,9 @@ from pe_jax.data import paths
 
 def test_data_dir_argument_beats_env(tmp_path, monkeypatch):
   explicit, from_env = tmp_path / "a", tmp_path / "b"
-  explicit.mkdir()
-  from_env.mkdir()
+  for folder in (explicit, from_env):
+    folder.mkdir()
+    (folder / paths.MANIFEST_NAME).write_text("## Files\n")
   monkeypatch.setenv(paths.DATA_DIR_ENV, str(from_env))
   assert paths.resolve_data_dir(explicit) == explicit
   assert paths.resolve_data_dir() == from_env
@@ -24,6 +25,11 @@ def test_missing_data_dir_says_how_to_set_it(monkeypatch):
 def test_data_dir_must_exist(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     paths.resolve_data_dir(tmp_path / "nope")
+
+
+def test_a_folder_without_manifest_is_no_data_folder(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"has no MANIFEST.md \(it is empty\)"):
+    paths.resolve_data_dir(tmp_path)
 
 
 def test_tfds_dir_argument_then_env_then_cache(tmp_path, monkeypatch):

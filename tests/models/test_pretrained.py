@@ -14,7 +14,8 @@ from pe_jax.models import pretrained
 
 
 def test_unknown_alias_lists_the_known_ones():
-  with pytest.raises(ValueError, match=r"unknown model 'minilm': known aliases are minilm-l6, multilingual-e5-small"):
+  with pytest.raises(ValueError, match=r"unknown model 'minilm' \(did you mean 'minilm-l6'\?\): known aliases are "
+                                       r"minilm-l6, multilingual-e5-small"):
     pretrained.resolve("minilm")
 
 
@@ -26,8 +27,17 @@ def test_a_file_is_not_a_model(tmp_path):
 
 
 def test_folder_without_config_json(tmp_path):
-  with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a Hugging Face model folder: config.json is missing"):
+  with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a model folder: it has no config.json"):
     pretrained.resolve(str(tmp_path))
+
+
+def test_a_missing_local_path_never_goes_to_the_hub(tmp_path, monkeypatch):
+  (tmp_path / "workdirs" / "demo").mkdir(parents=True)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(pretrained, "_from_hub", lambda *a, **k: pytest.fail("asked the hub"))
+  for spec in ("workdirs/dmeo", "./workdirs/dmeo"):
+    with pytest.raises(FileNotFoundError, match=r"model .*workdirs/dmeo: no such folder \(did you mean 'workdirs/demo'\?\)"):
+      pretrained.resolve(spec)
 
 
 def test_folder_without_safetensors_says_bin_is_not_read(tmp_path, tiny_bert_dir):

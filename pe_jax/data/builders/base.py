@@ -57,12 +57,10 @@ class RawFiles:
     if manual_dir is not None:
       if not (manual_dir / source.local_root).is_dir():
         raise FileNotFoundError(
-            f"{manual_dir / source.local_root} not found: the manual_dir must be the raw data "
-            f"folder holding {manifest_lib.MANIFEST_NAME} and {source.local_root}/")
+            f"Raw data folder {manual_dir} has no {source.local_root}/: the staged data folder holds "
+            f"{manifest_lib.MANIFEST_NAME} and one folder per dataset")
       self.manifest = manifest_lib.Manifest(manual_dir)
-      log.info("Reading %s from %s", source.local_root, manual_dir)
-    else:
-      log.info("Downloading %s from %s", source.local_root, source.homepage)
+    self.origin = str(manual_dir) if manual_dir is not None else source.homepage
 
   def path(self, relpath: str) -> pathlib.Path:
     """Local path of `<local_root>/<relpath>`."""
@@ -139,8 +137,18 @@ class PeJaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata=tfds.core.MetadataDict(),
     )
 
+  # tfds prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and prepared"
+  # around every preparation, downloading or not; the log line in _split_generators says what happens.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     files = RawFiles(self.SOURCE, dl_manager)
+    log.info("preparing %s/%s from %s (once: kept in %s)", self.name, self.builder_config.name, files.origin,
+             self.data_dir_root)
     generators = {}
     stats_per_split = {}
     for split in self.builder_config.splits:
