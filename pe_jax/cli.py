@@ -156,10 +156,10 @@ def _config_problem(name: str, argv: list[str]) -> str | None:
     for depth, part in enumerate(parts):
       known = list(node.keys()) if hasattr(node, "keys") else []
       if part not in known:
-        prefix = ".".join(parts[:depth])
-        full = lambda k: f"{prefix}.{k}" if prefix else k  # noqa: E731
-        return (f"--{name}.{key}: {path} has no key {full(part)!r}"
-                f"{did_you_mean(full(part), [full(k) for k in known])}")
+        prefix = ".".join(parts[:depth] + [""])
+        match = closest(part, known)
+        hint = f" (did you mean {prefix + match!r}?)" if match else ""
+        return f"--{name}.{key}: {path} has no key {prefix + part!r}{hint}"
       node = node[part]
   return None
 

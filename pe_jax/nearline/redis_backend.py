@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pe_jax.nearline.streams import (BackendURL, DeadLetter, Message, Stored, decode_vectors, default_consumer_name,
                                     upsert_vectors)
@@ -49,10 +51,13 @@ def _client(url: BackendURL, attempts: int) -> redis.Redis:
     raise ValueError(f"redis URL: database {url.path!r} is not a number") from None
   # A timeout, so a hung server surfaces as an error the worker backs off from, not a silent hang.
   client = redis.Redis(host=url.host, port=url.port or 6379, db=db, socket_timeout=30, socket_connect_timeout=5)
+  retry = client.get_retry()
+  client.set_retry(Retry(NoBackoff(), 0))  # the client's own retries would multiply the attempts here
   delay, start = 0.5, time.monotonic()
   for attempt in range(1, attempts + 1):
     try:
       client.ping()
+      client.set_retry(retry)
       return client
     except redis.ConnectionError as e:
       if attempt == attempts:
