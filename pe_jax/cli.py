@@ -258,7 +258,8 @@ def _route_logs(log_in: flags.FlagHolder | None, console: Sequence[str], verbose
 
 def _actionable(record: logging.LogRecord) -> bool:
   # jax looks for a TPU on every machine; a machine without libtpu is not news.
-  return not (record.getMessage().startswith("Unable to initialize backend 'tpu'") and "libtpu.so" in record.getMessage())
+  message = record.getMessage()
+  return not (message.startswith("Unable to initialize backend 'tpu'") and "libtpu.so" in message)
 
 
 class _LogFile(logging.Handler):

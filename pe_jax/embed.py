@@ -67,7 +67,8 @@ def embed_parts(embedder, path: pathlib.Path, out_dir: pathlib.Path, *, jsonl: b
     lines = sharded_output.read_part_lines(path, part)
     first = part.first_line + 1  # ids and errors count lines from 1, as the one-file output does
     ids = [] if jsonl else list(range(first, first + part.num_lines))
-    texts = parse_jsonl(lines, path, text_field, id_field, ids, first_lineno=first, stats=read_stats) if jsonl else lines
+    texts = (parse_jsonl(lines, path, text_field, id_field, ids, first_lineno=first, stats=read_stats) if jsonl
+             else lines)
     vectors = embedder.embed(texts)
     stats.add(embedder.stats)
     sharded_output.write_part(out_dir, part.index, vectors, ids)

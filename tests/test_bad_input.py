@@ -168,9 +168,10 @@ CASES = [
          ("p.jsonl:2: no 'text' field",), write("p.jsonl", '{"text": "a"}\n{"body": "b"}\n')),
     Case("embed-jsonl-only-blank", "pe_jax.embed", ("--input={d}/p.jsonl", "--output={d}/p.npy"), 1,
          ("p.jsonl: no posts, only 3 blank lines",), write("p.jsonl", "\n  \n\n")),
-    Case("embed-latin1-and-blank-lines", "pe_jax.embed", ("--input={d}/p.jsonl", "--output={d}/p.npy", "--model={tiny}"),
-         0, ("embedded 2 posts", "invalid unicode replaced 1", "first invalid UTF-8 at line 3, byte 13",
-             "blank lines skipped 2"),
+    Case("embed-latin1-and-blank-lines", "pe_jax.embed",
+         ("--input={d}/p.jsonl", "--output={d}/p.npy", "--model={tiny}"), 0,
+         ("embedded 2 posts", "invalid unicode replaced 1", "first invalid UTF-8 at line 3, byte 13",
+          "blank lines skipped 2"),
          write("p.jsonl", b'{"text": "hello"}\n\n{"text": "caf\xe9 news"}\n\n'), writes=("p.npy", "p.ids.json")),
     # --- pe_jax.embed: the model ----------------------------------------------------------------------
     Case("embed-unknown-alias", "pe_jax.embed", (*EMBED, "--model=minilm-l7"), 1,
@@ -200,8 +201,9 @@ CASES = [
     Case("train-stray-argument", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/run", "smoke"), 2,
          ("unexpected arguments 'smoke'",)),
     # --- pe_jax.train: data and workdir ---------------------------------------------------------------
-    Case("train-missing-data-folder", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/run", "--data_dir={d}/nodata"),
-         1, ("nodata does not exist",), fresh_tfds=True),
+    Case("train-missing-data-folder", "pe_jax.train",
+         (f"--config={SMOKE}", "--workdir={d}/run", "--data_dir={d}/nodata"), 1, ("nodata does not exist",),
+         fresh_tfds=True),
     Case("train-empty-data-folder", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/run", "--data_dir={d}/data"),
          1, ("data has no MANIFEST.md (it is empty)",), lambda ctx: (ctx["d"] / "data").mkdir(), fresh_tfds=True),
     Case("train-manifest-mismatch", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/run", "--data_dir={d}/data"),
@@ -212,18 +214,22 @@ CASES = [
     Case("train-nan-loss", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/run", "--config.total_steps=3",
                                             "--config.optimizer.learning_rate=1e30", "--config.checkpoint_every=1",
                                             "--config.eval_every=0", "--config.model.encoder.max_seq_length=16"), 1,
-         ("loss nan", "Stopped without saving; the latest checkpoint is step"), writes=("run", "run/*"), check=quiet_run_with_log),
+         ("loss nan", "Stopped without saving; the latest checkpoint is step"), writes=("run", "run/*"),
+         check=quiet_run_with_log),
     # --- pe_jax.evaluate and pe_jax.ablate ------------------------------------------------------------
     Case("evaluate-required-flag", "pe_jax.evaluate", (f"--config={SMOKE}", "--model=minilm-l6"), 2,
          ("--out is required",)),
-    Case("ablate-unknown-config-file", "pe_jax.ablate", ("--config={repo}/configs/ablation/smok.py", "--workdir={d}/a"), 2,
+    Case("ablate-unknown-config-file", "pe_jax.ablate",
+         ("--config={repo}/configs/ablation/smok.py", "--workdir={d}/a"), 2,
          ("smok.py: no such config file", "configs/ablation/smoke.py'?)")),
     # --- pe_jax.export --------------------------------------------------------------------------------
     Case("export-unknown-format", "pe_jax.export", ("--workdir={d}/wd", "--format=onx", "--out={d}/out"), 2,
          ("unknown export format 'onx'", "(did you mean 'onnx'?)"), copy("untrained", "wd")),
     Case("export-out-exists", "pe_jax.export", ("--workdir={d}/wd", "--format=onnx", "--out={d}/out"), 2,
-         ("out exists and is not empty; pass --overwrite",), steps(copy("untrained", "wd"), write("out/model.onnx", "old"))),
-    Case("export-workdir-without-checkpoint", "pe_jax.export", ("--workdir={d}/wd", "--format=onnx", "--out={d}/out"), 1,
+         ("out exists and is not empty; pass --overwrite",),
+         steps(copy("untrained", "wd"), write("out/model.onnx", "old"))),
+    Case("export-workdir-without-checkpoint", "pe_jax.export",
+         ("--workdir={d}/wd", "--format=onnx", "--out={d}/out"), 1,
          ("wd/checkpoints: no checkpoints directory",), copy("untrained", "wd")),
     Case("export-missing-workdir", "pe_jax.export", ("--workdir={d}/nowd", "--format=hf", "--out={d}/out"), 1,
          ("nowd: no such directory",)),
@@ -280,7 +286,8 @@ def test_bad_input(case, tmp_path, tiny_bert_dir, untrained_workdir, shared_data
     proc = case.run(cmd, env, d)
   else:
     proc = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=600)
-  shown = f"$ {' '.join(cmd)}\nexit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+  shown = (f"$ {' '.join(cmd)}\nexit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
+           f"--- stderr\n{proc.stderr[-3000:]}")
 
   assert proc.returncode == case.code, shown
   assert "Traceback" not in proc.stdout + proc.stderr, shown

@@ -88,7 +88,7 @@ def load_checkpoint(workdir: str | pathlib.Path, *, step: int | None = None, bes
 
   checkpoints = workdir / trained.CHECKPOINTS
   if not checkpoints.is_dir():
-    raise CheckpointError(f"{checkpoints}: no checkpoints directory")
+    raise CheckpointError(f"{checkpoints}: no checkpoints directory; the run has saved no checkpoint yet")
   mesh = sharding_lib.single_device_mesh()
   graphdef, target = trained.abstract_model(encoder_config, head_specs, mesh)
   manager = ocp.CheckpointManager(checkpoints.absolute(), item_names=("params", "train"),

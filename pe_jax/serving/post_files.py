@@ -71,7 +71,8 @@ def parse_jsonl(lines: Iterable[str], source: object, text_field: str, id_field:
     try:
       record = json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{source}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+      # json's messages end in " at" where it would add the position ("Invalid control character at").
+      raise ValueError(f"{source}:{lineno}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
     if not isinstance(record, dict) or text_field not in record:
       raise ValueError(f"{source}:{lineno}: no {text_field!r} field (--text_field names another)")
     if not isinstance(record[text_field], str):
