@@ -110,13 +110,13 @@ def _save(out: pathlib.Path, vectors, ids: list | None) -> None:
   staged = {out: out.with_name(out.name + ".partial")}
   with open(staged[out], "wb") as f:
     np.save(f, vectors)
-  if ids is None:
-    ids_path.unlink(missing_ok=True)  # an older JSONL run's ids would no longer match the rows
-  else:
+  if ids is not None:
     staged[ids_path] = ids_path.with_name(ids_path.name + ".partial")
     staged[ids_path].write_text(json.dumps(ids))
   for final, partial in staged.items():
     partial.replace(final)
+  if ids is None:
+    ids_path.unlink(missing_ok=True)  # an older JSONL run's ids would no longer match the rows
 
 
 def main(argv):

@@ -80,3 +80,15 @@ def test_jsonl_record_errors_name_line_and_field(tmp_path, line, message):
   with pytest.raises(ValueError, match=message):
     list(read_jsonl(src, "text", "id", ids))
   assert ids == [1]
+
+
+def test_overwrite_replaces_the_output_and_drops_stale_ids(tiny_bert_dir, tmp_path, python_api):
+  out = tmp_path / "posts.npy"
+  out.write_bytes(b"an older output")
+  out.with_suffix(".ids.json").write_text('["from", "a", "jsonl", "run"]')
+  src = tmp_path / "posts.txt"
+  src.write_text("hello world\nthe news\n")
+  proc = embed_cli(tiny_bert_dir, src, out, "--overwrite")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  np.testing.assert_allclose(np.load(out), python_api(["hello world", "the news"]), rtol=1e-5, atol=1e-6)
+  assert not out.with_suffix(".ids.json").exists() and not list(tmp_path.glob("*.partial"))
