@@ -3,13 +3,16 @@ r"""A markdown table of evaluation results side by side, with the change against
   python scripts/compare_evals.py base.json workdirs/multitask --names "base 384-d,multi-task 50-d"
 
 Each argument is a `pe_jax.evaluate` JSON file or a training workdir (its last evaluation in
-metrics.jsonl). Rows are the metrics all inputs share.
+metrics.jsonl). Rows are the metrics all inputs share. Triplet accuracies carry their standard error
+sqrt(p(1-p)/n) (n = --num_triplets, times the tasks for the mean), and a change inside twice the
+standard error of a difference (sqrt(2) s.e.) is marked "~": within noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 
 from pe_jax.training.metrics_writer import read_metrics
@@ -31,19 +34,40 @@ def main() -> None:
   p.add_argument("--names", help="comma-separated column names (default: the inputs)")
   p.add_argument("--skip", default="num_queries,num_skipped_queries,mrr@10,recall@1,recall@5",
                  help="comma-separated metric suffixes to leave out")
+  p.add_argument("--trained", help="comma-separated trained tasks: adds their mean and the held-out tasks' mean")
+  p.add_argument("--num_triplets", type=int, default=2_000, help="triplets per task, for the standard error")
   args = p.parse_args()
   names = args.names.split(",") if args.names else args.inputs
   results = [load_results(s) for s in args.inputs]
+  if args.trained:  # means over the trained and the held-out post tasks, apart
+    trained = args.trained.split(",")
+    for r in results:
+      tasks = [k.removesuffix("/triplet_acc") for k in r if k.endswith("/triplet_acc") and not k.startswith("zs_")]
+      for name, group in (("trained", [t for t in tasks if t in trained]),
+                          ("held_out", [t for t in tasks if t not in trained])):
+        if group:
+          r[f"triplet_acc/{name}_mean"] = sum(r[f"{t}/triplet_acc"] for t in group) / len(group)
+      r.pop("triplet_acc/mean", None)
   skip = tuple(args.skip.split(",")) if args.skip else ()
   keys = [k for k in results[0] if all(k in r for r in results[1:]) and not k.endswith(skip)]
-  keys.sort(key=lambda k: (k.startswith("zs_"), k == "triplet_acc/mean", k))
-  header = ["metric", *names] + [f"Δ {n}" for n in names[1:]]
+  trained = set(args.trained.split(",")) if args.trained else set()
+  keys.sort(key=lambda k: (k.startswith("zs_"), k.startswith("triplet_acc/"), k.split("/")[0] not in trained, k))
+  task_rows = [k.removesuffix("/triplet_acc") for k in keys if k.endswith("/triplet_acc") and not k.startswith("zs_")]
+  group_size = {"triplet_acc/mean": len(task_rows), "triplet_acc/trained_mean": len(trained & set(task_rows)),
+                "triplet_acc/held_out_mean": len(set(task_rows) - trained)}
+  header = ["metric", *names] + [f"Δ {n}" for n in names[1:]] + ["s.e."]
   print("| " + " | ".join(header) + " |")
   print("|" + "---|" * len(header))
   for k in keys:
     values = [r[k] for r in results]
-    deltas = [f"{v - values[0]:+.3f}" for v in values[1:]]
-    print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in values) + " | " + " | ".join(deltas) + " |")
+    se = None
+    if k.endswith("triplet_acc") or k in group_size:
+      n = args.num_triplets * max(group_size.get(k, 1), 1)
+      se = math.sqrt(values[0] * (1 - values[0]) / n)
+    deltas = [f"{v - values[0]:+.3f}" + (" ~" if se and abs(v - values[0]) < 2 * math.sqrt(2) * se else "")
+              for v in values[1:]]
+    print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in values) + " | " + " | ".join(deltas)
+          + f" | {f'±{se:.3f}' if se else ''} |")
 
 
 if __name__ == "__main__":

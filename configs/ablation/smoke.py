@@ -11,6 +11,7 @@ def get_config(arg: str | None = None):
   del arg
   c = multitask.get_config("smoke")
   c.mixture.scheme = "uniform"
+  c.mixture.tasks_per_step = 1  # the planner's matched budgets count one task block per shard and step
   c.total_steps = 12
   c.checkpoint_every = 4
   c.eval.num_triplets = 100

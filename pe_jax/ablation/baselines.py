@@ -16,7 +16,7 @@ import numpy as np
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.evaluation import suite as suite_lib
 from pe_jax.serving.embedder import Embedder
-from pe_jax.tasks.pairs import PairTask
+from pe_jax.tasks.pairs import PairTask, sample_posts
 
 BASE, BASE_PCA = "base", "base_pca"
 BASELINES = (BASE, BASE_PCA)
@@ -32,16 +32,6 @@ def base_embedder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) ->
   return Embedder(model.encoder, tokenizer, prefix=source.prefix, mesh=mesh)
 
 
-def training_posts(tasks: Mapping[str, PairTask], num_posts: int, seed: int) -> list[str]:
-  """About `num_posts` anchors drawn from the training streams, the same share from every task."""
-  per_task = max(num_posts // len(tasks), 1)
-  posts: list[str] = []
-  for name in sorted(tasks):
-    task = tasks[name]
-    posts += task.texts_for(task.batch(seed, 0, min(per_task, len(task))))[0]
-  return posts
-
-
 def evaluate_baselines(config: ml_collections.ConfigDict, suite, tasks: Mapping[str, PairTask],
                        mesh: jax.sharding.Mesh, names: Sequence[str]) -> dict[str, dict[str, float]]:
   """{baseline: suite results} for the baselines in `names`."""
@@ -53,7 +43,7 @@ def evaluate_baselines(config: ml_collections.ConfigDict, suite, tasks: Mapping[
     dim = config.model.encoder.projection_dim
     if not dim:
       raise ValueError("baseline base_pca needs model.encoder.projection_dim (the width it cuts to)")
-    fit = embedder(training_posts(tasks, config.ablation.pca_fit_posts, config.seed))
+    fit = embedder(sample_posts(tasks, config.ablation.pca_fit_posts, config.seed))
     projection = metrics_lib.pca_reduce(fit, dim)
     embed_fns[BASE_PCA] = lambda texts: projection(embedder(texts))
   return {name: suite_lib.run_suite(suite, fn, tasks=list(config.tasks)) for name, fn in embed_fns.items()}

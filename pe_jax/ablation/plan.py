@@ -65,6 +65,9 @@ def plan_runs(config: ml_collections.ConfigDict, sizes: Mapping[str, int], num_s
 
   `sizes`: the training tasks (non-zero weight) and their sizes, as the trainer counts them.
   """
+  if config.mixture.get("tasks_per_step", 1) != 1:
+    raise ValueError(f"config.mixture.tasks_per_step={config.mixture.tasks_per_step}: the ablation's matched "
+                     f"budgets count one task block per shard and step; set config.mixture.tasks_per_step=1")
   ablation = config.ablation
   unknown_kinds = sorted(set(ablation.kinds) - set(KINDS))
   if unknown_kinds:

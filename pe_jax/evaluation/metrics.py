@@ -470,14 +470,16 @@ class PcaProjection:
     return l2_normalize((emb - self.mean) @ self.components.T, metric="PcaProjection")
 
 
-def pca_reduce(fit_emb: np.ndarray, dim: int) -> PcaProjection:
-  """PCA to `dim` axes fitted on `fit_emb` (rows unit-normalised first): the fair small baseline,
-  e.g. the base model cut to 50-d by PCA fitted on training posts.
+def pca_reduce(fit_emb: np.ndarray, dim: int, *, normalize: bool = True) -> PcaProjection:
+  """PCA to `dim` axes fitted on `fit_emb` (rows unit-normalised first unless `normalize=False`):
+  the fair small baseline, e.g. the base model cut to 50-d by PCA fitted on training posts, and the
+  starting point of a trained projection.
 
   Each axis' sign is fixed so its largest-magnitude loading is positive, so a refit on the same
   data gives the same projection.
   """
-  emb = l2_normalize(fit_emb, metric="pca_reduce", what="fit_emb").astype(np.float64)
+  emb = fit_emb if not normalize else l2_normalize(fit_emb, metric="pca_reduce", what="fit_emb")
+  emb = np.asarray(emb, np.float64)
   max_dim = min(emb.shape[0] - 1, emb.shape[1])
   if not 1 <= dim <= max_dim:
     raise ValueError(

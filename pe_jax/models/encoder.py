@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pe_jax import sharding as sharding_lib
+
 # Pretrained transformers were trained with these defaults; init only matters for new heads and tests.
 _INIT = nnx.initializers.truncated_normal(stddev=0.02)
 _ZEROS = nnx.initializers.zeros_init()
@@ -225,6 +227,17 @@ class Encoder(nnx.Module):
   def __call__(self, input_ids, attention_mask):
     hidden = self.hidden_states(input_ids, attention_mask)
     return self._finish(pool(hidden.astype(jnp.float32), attention_mask, self.cfg.pooling))
+
+  def without_projection(self, *, normalize: bool) -> "Encoder":
+    """The same weights without the projection: the full-width pooled embedding (unnormalised, to fit
+    a projection on; normalised, the base model's own embedding). Shares this encoder's arrays."""
+    cfg = self.cfg.replace(projection_dim=None, normalize=normalize)
+    state = nnx.state(self)
+    sharding = jax.tree.leaves(state)[0].sharding
+    mesh = sharding.mesh if isinstance(sharding, jax.sharding.NamedSharding) else sharding_lib.single_device_mesh()
+    with sharding_lib.activate(mesh):  # annotated variables need a mesh even when only abstract
+      abstract = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
+    return nnx.merge(nnx.graphdef(abstract), nnx.State({k: v for k, v in state.items() if k != "projection"}))
 
   def embed_packed(self, input_ids, segment_ids, positions, num_texts: int):
     """Several texts packed into each row, so no compute goes to padding (training batches).

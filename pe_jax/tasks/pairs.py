@@ -114,9 +114,16 @@ class LabelingPairs(PairTask):
   The positive is a uniform member (not the anchor) of a label drawn uniformly from the anchor's
   labels that another example also carries; the negative is uniform over examples sharing no label
   with the anchor. Anchors that can have no positive or no negative are left out of the stream.
+
+  `labels_per_block` > 0 makes every batch label-balanced instead: it draws that many labels
+  (uniformly, all of them if the task has fewer), spreads the anchors evenly over them, takes each
+  anchor's positive from its own drawn label and its negative from another drawn label. Every label
+  of a batch then holds several texts, so an in-batch loss sees positives and negatives for every
+  text, and rare labels are trained as often as common ones. Anchors are then drawn with the batch's
+  rng rather than read from the stream.
   """
 
-  def __init__(self, data: LabeledTexts, *, negatives: bool = True):
+  def __init__(self, data: LabeledTexts, *, negatives: bool = True, labels_per_block: int = 0):
     labels = np.asarray(data.labels, dtype=bool)
     n = len(labels)
     counts = labels.sum(axis=0)
@@ -140,12 +147,23 @@ class LabelingPairs(PairTask):
     # finds where each anchor sits in its chosen label's list.
     self._member_keys = np.flatnonzero(labels.T)
     self._label_starts = np.concatenate([[0], np.cumsum(counts)])
+    self.labels_per_block = labels_per_block
+    if labels_per_block:
+      is_anchor = np.zeros(n, bool)
+      is_anchor[anchors] = True
+      # Labels that can lead a balanced batch: carried by an anchor and by one more example.
+      self._label_anchors = {l: np.flatnonzero(labels[:, l] & is_anchor) for l in np.flatnonzero(shared)}
+      self._label_anchors = {l: a for l, a in self._label_anchors.items() if a.size}
 
   def _make(self, rows, rng):
     n = len(self._labels)
-    anchors = self._anchors[rows]
+    if self.labels_per_block:
+      anchors, label, drawn = self._balanced_anchors(len(rows), rng)
+    else:
+      anchors = self._anchors[rows]
+      label = np.where(self._labels[anchors] & self._shared, rng.random(self._labels[anchors].shape),
+                       -1.0).argmax(axis=1)
     own = self._labels[anchors]
-    label = np.where(own & self._shared, rng.random(own.shape), -1.0).argmax(axis=1)
     start = self._label_starts[label]
     slot = np.searchsorted(self._member_keys, label * n + anchors) - start
     pick = rng.integers(self._counts[label] - 1)
@@ -154,15 +172,35 @@ class LabelingPairs(PairTask):
 
     negatives = None
     if self._with_negatives:
+      excluded = lambda cand: (self._labels[cand] & own[:, None, :]).any(axis=-1)
       negatives = _draw_excluding(
-          rng, n, len(anchors),
-          excluded=lambda cand: (self._labels[cand] & own[:, None, :]).any(axis=-1),
+          rng, n, len(anchors), excluded=excluded,
           allowed=lambda r: np.flatnonzero(~self._labels[:, own[r]].any(axis=1)))
+      if self.labels_per_block and len(drawn) > 1:
+        # A member of another drawn label; the uniform draw above stays where none qualifies.
+        other = drawn[(np.searchsorted(drawn, label) + 1 + rng.integers(len(drawn) - 1, size=len(label)))
+                      % len(drawn)]
+        start = self._label_starts[other]
+        candidate = self._member_keys[start + rng.integers(self._counts[other])] % n
+        ok = ~excluded(candidate[:, None])[:, 0]
+        negatives[ok] = candidate[ok]
     return PairBatch(
         task=self.name, sides=self.sides, a=anchors, b=positives,
         targets=np.ones(len(anchors), np.float32), negatives=negatives,
         label_rows_a=own, label_rows_b=self._labels[positives],
         label_rows_negatives=None if negatives is None else self._labels[negatives])
+
+  def _balanced_anchors(self, count: int, rng: np.random.Generator):
+    """(anchors, each anchor's drawn label, the batch's sorted drawn labels) of a balanced batch."""
+    pool = np.array(sorted(self._label_anchors))
+    drawn = np.sort(rng.choice(pool, size=min(self.labels_per_block, len(pool)), replace=False))
+    label = drawn[rng.permutation(count) % len(drawn)]
+    anchors = np.empty(count, np.int64)
+    for l in drawn:
+      here = np.flatnonzero(label == l)
+      members = self._label_anchors[l]
+      anchors[here] = members[rng.choice(len(members), size=len(here), replace=len(here) > len(members))]
+    return anchors, label, drawn
 
 
 class ScoredPairs(PairTask):
@@ -259,6 +297,17 @@ class QueryPosts(PairTask):
   def _relevant_docs(self, query: int) -> np.ndarray:
     d, keys = self._num_docs, self._relevant
     return keys[np.searchsorted(keys, query * d):np.searchsorted(keys, (query + 1) * d)] % d
+
+
+def sample_posts(tasks: dict[str, PairTask], num_posts: int, seed: int) -> list[str]:
+  """About `num_posts` anchors drawn from the tasks' training streams, the same share from every
+  task (a PCA fit, a baseline): pure in (tasks, num_posts, seed)."""
+  per_task = max(num_posts // len(tasks), 1)
+  posts: list[str] = []
+  for name in sorted(tasks):
+    task = tasks[name]
+    posts += task.texts_for(task.batch(seed, 0, min(per_task, len(task))))[0]
+  return posts
 
 
 def _has_disjoint_example(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -59,6 +59,50 @@ def _positive_nll(logits: jax.Array, drop: jax.Array | None) -> jax.Array:
   return -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=-1)))
 
 
+def supervised_contrastive_loss(emb: jax.Array, related: jax.Array, valid: jax.Array,
+                                scale: jax.Array) -> jax.Array:
+  """Multi-positive InfoNCE (SupCon's L_out) over one block of texts [N, D].
+
+  Every valid text is an anchor; its positives are the other valid texts `related` to it (bool
+  [N, N]: sharing a label, or a pair's two sides), and its softmax runs over every other valid text.
+  Anchors without a positive in the block do not count. Mean over anchors.
+  """
+  n = emb.shape[0]
+  others = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  logits = jnp.where(others, scale * jnp.einsum("id,jd->ij", emb, emb, precision=_HIGHEST), -jnp.inf)
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  positive = related & others
+  num_pos = positive.sum(axis=-1)
+  per_anchor = -jnp.where(positive, log_p, 0.0).sum(axis=-1) / jnp.maximum(num_pos, 1)
+  counts = num_pos > 0
+  return jnp.where(counts, per_anchor, 0.0).sum() / jnp.maximum(counts.sum(), 1)
+
+
+def in_batch_bce_loss(emb: jax.Array, related: jax.Array, valid: jax.Array, scale: jax.Array,
+                      bias: jax.Array) -> jax.Array:
+  """Pair BCE on sigmoid(scale * cos + bias) over every pair of valid texts in a block [N, D].
+
+  Targets are `related` (bool [N, N]); positive and negative pairs are averaged separately and then
+  together, so the many free in-batch negatives do not drown the few positives.
+  """
+  n = emb.shape[0]
+  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  logits = scale * jnp.einsum("id,jd->ij", emb, emb, precision=_HIGHEST) + bias
+  bce = optax.sigmoid_binary_cross_entropy(logits, related.astype(jnp.float32))
+  mean_over = lambda m: jnp.where(m, bce, 0.0).sum() / jnp.maximum(m.sum(), 1)
+  return (mean_over(pairs & related) + mean_over(pairs & ~related)) / 2
+
+
+def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array) -> jax.Array:
+  """Mean squared difference of the pairwise cosines of `student` [N, D] and `teacher` [N, D'] over
+  pairs of valid texts: keeps the geometry of the batch as the frozen teacher saw it (widths may differ)."""
+  n = student.shape[0]
+  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  s = jnp.einsum("id,jd->ij", student, student, precision=_HIGHEST)
+  t = jax.lax.stop_gradient(jnp.einsum("id,jd->ij", teacher, teacher, precision=_HIGHEST))
+  return jnp.where(pairs, (s - t) ** 2, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
+
+
 def matryoshka(loss_fn: Callable[..., jax.Array], dims: Sequence[int]) -> Callable[..., jax.Array]:
   """`loss_fn` averaged over embedding prefixes of sizes `dims`, each re-normalised.
 

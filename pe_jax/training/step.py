@@ -1,9 +1,10 @@
-"""The jitted training step: siamese encoding of every side, each shard's task loss, one update.
+"""The jitted training step: siamese encoding of every text, each block's task loss, one update.
 
-The global batch holds one block of rows per data-parallel shard, and each block carries its own
-task (the paper's per-device scheme) or all blocks the same task. Every head's loss is computed on
-every block and the block's own task selects which counts: a few B x B products per task, nothing
-next to the encoder, and it keeps the step one static program whatever tasks a step draws.
+The global batch holds blocks of rows, each of one task: every task in every step, a few, or the
+paper's one task per device (`BatchBuilder`). Every head's loss is computed on every block and the
+block's own task selects which counts: a few small products per task, nothing next to the encoder,
+and it keeps the step one static program whatever tasks a step draws. A frozen teacher (the model
+as training started) can anchor the batch's pairwise geometry (relational distillation).
 """
 
 from __future__ import annotations
@@ -20,82 +21,117 @@ from flax import nnx
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.training import losses
 
-LOSSES = ("bce", "contrastive")
+LOSSES = ("supcon", "contrastive", "bce")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskLoss:
-  """How one task is trained: `kind` is "bce" (the paper) or "contrastive" (in-batch negatives)."""
+  """How one task is trained.
+
+  kind: "supcon" (label-aware in-batch loss over all of a block's texts), "contrastive" (InfoNCE of
+  anchors against partners and negatives, label-masked) or "bce" (the paper's pair BCE on scaled
+  cosine; `in_batch` adds every other pair of the block, related or not, as further BCE pairs).
+  """
 
   name: str
   kind: str
   matryoshka_dims: tuple[int, ...] = ()
   symmetric: bool = False
+  in_batch: bool = True
 
   def __post_init__(self):
     if self.kind not in LOSSES:
       raise ValueError(f"task {self.name!r}: loss {self.kind!r} is not one of {LOSSES}")
 
 
-def _bce(a, b, targets, scale, bias, negatives_valid, same_label, *, negatives):
-  del same_label
+def _bce(a, b, targets, scale, bias, negatives_valid, related, valid, *, negatives, in_batch):
   loss = losses.pair_bce_loss(a, b, targets, scale, bias)
   # A task either has negatives on every row or on none, so the block's first flag speaks for all.
   has_neg = negatives_valid[0]
   neg = losses.pair_bce_loss(a, negatives, jnp.zeros_like(targets), scale, bias)
-  return (loss + has_neg * neg) / (1 + has_neg)
+  paper = (loss + has_neg * neg) / (1 + has_neg)
+  if not in_batch:
+    return paper
+  everything = jnp.concatenate([a, b, negatives])
+  return (paper + losses.in_batch_bce_loss(everything, related, valid, scale, bias)) / 2
 
 
-def _contrastive(a, b, targets, scale, bias, negatives_valid, same_label, *, negatives, symmetric):
-  del targets, bias, negatives_valid  # invalid negative columns are already masked in same_label
+def _contrastive(a, b, targets, scale, bias, negatives_valid, related, valid, *, negatives, symmetric):
+  del targets, bias, negatives_valid
+  n = a.shape[0]
+  # Columns that must not serve as a row's negatives: related ones, and negatives the task lacks.
+  same_label = related[:n, n:] | ~valid[None, n:]
   return losses.in_batch_contrastive_loss(a, b, scale, negatives=negatives, same_label=same_label,
                                           symmetric=symmetric)
 
 
+def _supcon(a, b, targets, scale, bias, negatives_valid, related, valid, *, negatives):
+  del targets, bias, negatives_valid
+  return losses.supervised_contrastive_loss(jnp.concatenate([a, b, negatives]), related, valid, scale)
+
+
 def _block_loss_fn(task: TaskLoss) -> Callable:
-  fn = _bce if task.kind == "bce" else functools.partial(_contrastive, symmetric=task.symmetric)
+  fn = {"bce": functools.partial(_bce, in_batch=task.in_batch),
+        "contrastive": functools.partial(_contrastive, symmetric=task.symmetric),
+        "supcon": _supcon}[task.kind]
   return losses.matryoshka(fn, task.matryoshka_dims) if task.matryoshka_dims else fn
 
 
-def encode_sides(encoder, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """One encoder pass over anchors, partners and negatives together (siamese: shared weights)."""
+def encode_texts(encoder, batch: dict[str, jax.Array]) -> jax.Array:
+  """One encoder pass over every text of the batch (siamese: shared weights) -> [3 * M * B, D]."""
   n = batch["targets"].shape[0]
-  emb = encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n)
-  return emb[:n], emb[n : 2 * n], emb[2 * n :]
+  return encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n)
 
 
-def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss]):
-  """Mean over shards of each shard's own task loss; also returns the per-shard losses [S]."""
+def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
+                 teacher=None, distill_weight: float = 0.0):
+  """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
+  relational distillation against `teacher` (an encoder) when given. Returns (loss, aux) with aux
+  {"block_loss": [M], "distill_loss": scalar}."""
   task_ids = batch["task_ids"]
-  shards = task_ids.shape[0]
-  ea, eb, en = encode_sides(model.encoder, batch)
-  blocks = lambda x: x.reshape(shards, -1, *x.shape[1:])
-  per_shard = jnp.zeros((shards,), jnp.float32)
+  m = task_ids.shape[0]
+  n = batch["targets"].shape[0]
+  emb = encode_texts(model.encoder, batch)
+  ea, eb, en = emb[:n], emb[n : 2 * n], emb[2 * n :]
+  blocks = lambda x: x.reshape(m, -1, *x.shape[1:])
+  block_loss = jnp.zeros((m,), jnp.float32)
   for t, task in enumerate(tasks):
     head = model.heads[task.name]
     loss_fn = _block_loss_fn(task)
     scale, bias = head.scale(), head.bias[...]
-    block_losses = jax.vmap(
-        lambda a, b, n, tg, nv, sl: loss_fn(a, b, tg, scale, bias, nv, sl, negatives=n)
+    this_task = jax.vmap(
+        lambda a, b, neg, tg, nv, rel, val: loss_fn(a, b, tg, scale, bias, nv, rel, val, negatives=neg)
     )(blocks(head(ea)), blocks(head(eb)), blocks(head(en)), blocks(batch["targets"]),
-      blocks(batch["negatives_valid"]), blocks(batch["same_label"]))
-    per_shard = per_shard + jnp.where(task_ids == t, block_losses, 0.0)
-  return per_shard.mean(), per_shard
+      blocks(batch["negatives_valid"]), batch["related"], batch["valid"])
+    block_loss = block_loss + jnp.where(task_ids == t, this_task, 0.0)
+  loss = jnp.sum(batch["block_scale"] * block_loss)
+  distill = jnp.zeros((), jnp.float32)
+  if teacher is not None:
+    target = jax.lax.stop_gradient(encode_texts(teacher, batch))
+    # Texts are side-major ([side, block, row]); `valid` is [block, side * B + row].
+    valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)
+    distill = losses.relational_distillation_loss(emb, target, valid)
+    loss = loss + distill_weight * distill
+  return loss, {"block_loss": block_loss, "distill_loss": distill}
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],
-                    schedule: optax.Schedule):
-  """(state, batch) -> (state, metrics); `state` = {"step", "params", "opt_state"} is donated."""
+                    schedule: optax.Schedule, *, teacher_graphdef: nnx.GraphDef | None = None,
+                    distill_weight: float = 0.0):
+  """(state, batch[, teacher_params]) -> (state, metrics); `state` = {"step", "params", "opt_state"}
+  is donated. With `teacher_graphdef`, the step takes the frozen teacher's params as a third argument."""
   tasks = tuple(tasks)
 
-  def loss_fn(params, batch):
-    return compute_loss(nnx.merge(graphdef, params), batch, tasks)
+  def loss_fn(params, batch, teacher_params):
+    teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
+    return compute_loss(nnx.merge(graphdef, params), batch, tasks, teacher=teacher,
+                        distill_weight=distill_weight)
 
-  def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
-    (loss, per_shard), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
+  def train_step(state: dict[str, Any], batch: dict[str, jax.Array], teacher_params=None):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, teacher_params)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, "shard_loss": per_shard, "grad_norm": optax.tree.norm(grads),
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state["step"])}
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 

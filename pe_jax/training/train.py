@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -35,6 +36,7 @@ from pe_jax.tokenization import TextTokenizer
 from pe_jax.training import batches as batches_lib
 from pe_jax.training import flops as flops_lib
 from pe_jax.training import optimizer as optimizer_lib
+from pe_jax.training import warm_start
 from pe_jax.training import workdir as workdir_lib
 from pe_jax.training.metrics_writer import MetricsWriter
 from pe_jax.training.step import TaskLoss, make_train_step
@@ -53,7 +55,13 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
     data = dataclasses.replace(data, name=name)  # errors and batches then speak of the task
     try:
       if isinstance(data, LabeledTexts):
-        tasks[name] = LabelingPairs(data)
+        labels_per_block = spec.get("labels_per_block", 0)
+        if labels_per_block and config.batch_size < labels_per_block:
+          raise ValueError(
+              f"tasks.{name}.labels_per_block={labels_per_block} needs config.batch_size >= it: a block of "
+              f"{2 * config.batch_size} anchors and positives is smaller than twice the {labels_per_block} "
+              f"labels drawn, so some label would have no positive; lower labels_per_block or raise batch_size")
+        tasks[name] = LabelingPairs(data, labels_per_block=labels_per_block)
       elif isinstance(data, TextPairs):
         tasks[name] = ScoredPairs(data, spec.get("positive_threshold"))
       elif isinstance(data, RetrievalSet):
@@ -101,6 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   workdir = pathlib.Path(workdir)
 
   # --- Workdir and config: refuse an incompatible run before any heavy work ------------------------
+  warm_start.check_config(config)
   workdir_lib.check_config(workdir, config)  # written once the data and model load: no half workdir
   suite_lib.check_no_leak(config)
 
@@ -125,7 +134,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   workdir_lib.write_model_description(workdir, model.encoder.cfg, head_specs, source.prefix, source.tokenizer)
   builder = batches_lib.BatchBuilder(
       tasks, weights_by_task, tokenizer, mesh=mesh, batch_size_per_shard=config.batch_size, seed=config.seed,
-      per_shard_tasks=config.mixture.per_shard, prefix=source.prefix)
+      per_shard_tasks=config.mixture.per_shard, tasks_per_step=config.mixture.get("tasks_per_step", 1),
+      prefix=source.prefix)
+  logging.info("%d task blocks of %d pairs per step (%d per shard)", builder.num_blocks, config.batch_size,
+               builder.blocks_per_shard)
+
+  # --- Warm start: the projection from PCA, head biases from data, the frozen teacher ---------------
+  # Evaluation embeds with the same mesh and batch as the suite (below); built here to fit the start.
+  eval_mesh = mesh if jax.process_count() == 1 else sharding_lib.make_mesh({"data": -1}, jax.local_devices())
+  eval_shards = sharding_lib.data_parallel_size(eval_mesh)
+  make_embedder = lambda encoder: Embedder(encoder, tokenizer, prefix=source.prefix, mesh=eval_mesh,
+                                           batch_size=-(-32 // eval_shards) * eval_shards)
+  if config.model.get("projection_init", "random") == "pca":
+    warm_start.fit_projection(config, model, make_embedder(model.encoder.without_projection(normalize=False)),
+                              tasks, workdir)
+  embedder = make_embedder(model.encoder)
+  manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
+  if manager.latest_step() is None:  # a resumed run restores its trained heads instead
+    warm_start.set_head_biases(config, model, embedder, tasks)
+  distill_weight = float((config.get("distill") or {}).get("weight", 0.0))
+  teacher_graphdef, teacher_params = None, None
+  if distill_weight:
+    teacher_graphdef, teacher_params = nnx.split(warm_start.teacher(config, model.encoder))
+    teacher_params = jax.tree.map(jnp.copy, teacher_params)  # frozen: the state below is donated
 
   # --- Optimizer and the jitted step ---------------------------------------------------------------
   accum = config.grad_accum_steps
@@ -136,11 +167,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   graphdef, params = nnx.split(model)
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
   losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
-                     config.tasks[n].get("symmetric", False)) for n in builder.order]
-  train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum))
+                     config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True))
+            for n in builder.order]
+  train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
+                               teacher_graphdef=teacher_graphdef, distill_weight=distill_weight)
 
   # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
-  manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
   if (latest := manager.latest_step()) is not None:
     restored = manager.restore(latest, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(workdir_lib.abstract_like(state["params"])),
@@ -155,10 +187,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # With several processes each one evaluates the whole suite on its own devices (a small suite; every
   # process then holds the same results, which checkpoint ranking needs), so no text crosses hosts.
   suite = suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
-  eval_mesh = mesh if jax.process_count() == 1 else sharding_lib.make_mesh({"data": -1}, jax.local_devices())
-  eval_shards = sharding_lib.data_parallel_size(eval_mesh)
-  embedder = Embedder(model.encoder, tokenizer, prefix=source.prefix, mesh=eval_mesh,
-                      batch_size=-(-32 // eval_shards) * eval_shards)
 
   gather = jax.jit(lambda p: p, out_shardings=sharding_lib.replicated(mesh))  # compiled once, used per eval
 
@@ -181,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       # jit's count of compiled programs (private, but the only cheap signal): a step that compiled a
       # new batch shape is left out of the throughput, which measures the steady state.
       start, programs = time.perf_counter(), train_step._cache_size()
-      state, metrics = train_step(state, batch)
+      state, metrics = train_step(state, batch, teacher_params)
       compiled = train_step._cache_size() > programs
       step += 1
       if step < config.total_steps:  # host work for the next step overlaps the device's
@@ -251,11 +279,12 @@ def _updates_config(config: ml_collections.ConfigDict, accum: int) -> ml_collect
 
 
 def _step_record(loss: float, metrics: dict[str, jax.Array], names: list[str]) -> dict[str, Any]:
-  shard_loss = np.asarray(metrics["shard_loss"])
+  block_loss = np.asarray(metrics["block_loss"])
   record: dict[str, Any] = {
       "loss": loss, "task": ",".join(sorted(set(names))), "tasks": names,
       "learning_rate": float(metrics["learning_rate"]), "grad_norm": float(metrics["grad_norm"]),
+      "distill_loss": float(metrics["distill_loss"]),
   }
   for name in sorted(set(names)):
-    record[f"loss/{name}"] = float(shard_loss[[n == name for n in names]].mean())
+    record[f"loss/{name}"] = float(block_loss[[n == name for n in names]].mean())
   return record

@@ -219,3 +219,34 @@ def test_batch_arguments_are_checked():
   other = ScoredPairs(TextPairs("pawsx", ["a"], ["b"], np.array([1.0], np.float32)))
   with pytest.raises(ValueError, match="batch of task 'pawsx' given to task 'dbpedia'"):
     task.texts_for(other.batch(seed=0, step=0, batch_size=1))
+
+
+def test_label_balanced_batches_spread_anchors_over_drawn_labels():
+  """k labels a batch, anchors spread evenly over them whatever the label frequencies; positives from
+  the anchor's own drawn label, negatives from another drawn label; pure in (seed, step, shard)."""
+  rng = np.random.default_rng(1)
+  # Very skewed: label 0 carries 85% of the posts, labels 1..9 the rest.
+  data = labeled("emoji", [[0] if rng.random() < 0.85 else [int(rng.integers(1, 10))] for _ in range(400)], 10)
+  task = LabelingPairs(data, labels_per_block=4)
+  for step in range(5):
+    b = task.batch(seed=0, step=step, batch_size=16)
+    own = data.labels[b.a].argmax(axis=1)
+    drawn, counts = np.unique(own, return_counts=True)
+    assert len(drawn) == 4 and (counts == 4).all(), counts  # 16 anchors = 4 labels x 4
+    assert (data.labels[b.b].argmax(axis=1) == own).all() and (b.b != b.a).all()
+    negative = data.labels[b.negatives].argmax(axis=1)
+    assert (negative != own).all() and np.isin(negative, drawn).all()
+    again = task.batch(seed=0, step=step, batch_size=16)
+    np.testing.assert_array_equal(b.a, again.a)
+    np.testing.assert_array_equal(b.negatives, again.negatives)
+  # A rare label leads batches as often as the common one: 10 labels, 4 drawn a batch.
+  leads = np.concatenate([np.unique(data.labels[task.batch(0, s, 16).a].argmax(axis=1)) for s in range(200)])
+  share = np.bincount(leads, minlength=10) / 200
+  assert abs(share[0] - 0.4) < 0.1 and abs(share[5] - 0.4) < 0.1, share
+
+
+def test_label_balanced_batches_with_fewer_labels_than_asked():
+  data = labeled("irony", [[i % 2] for i in range(30)], 2)
+  b = LabelingPairs(data, labels_per_block=8).batch(seed=0, step=0, batch_size=10)
+  np.testing.assert_array_equal(np.bincount(data.labels[b.a].argmax(axis=1)), [5, 5])
+  assert (data.labels[b.a].argmax(axis=1) != data.labels[b.negatives].argmax(axis=1)).all()

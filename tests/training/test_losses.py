@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pe_jax.training.losses import (in_batch_contrastive_loss, matryoshka, pair_bce_loss,
-                                    same_label_mask)
+from pe_jax.training.losses import (in_batch_bce_loss, in_batch_contrastive_loss, matryoshka, pair_bce_loss,
+                                    relational_distillation_loss, same_label_mask, supervised_contrastive_loss)
 
 
 def unit(rng, shape):
@@ -135,3 +135,79 @@ def test_matryoshka_rejects_bad_dims():
   a = unit(np.random.default_rng(6), (2, 4))
   with pytest.raises(ValueError, match=r"exceed the embedding size 4"):
     matryoshka(pair_bce_loss, (2, 8))(a, a, jnp.ones(2), 1.0, 0.0)
+
+
+def np_supcon(emb, related, valid, scale):
+  """SupCon L_out by the definition: per anchor with positives, -mean over positives of log p(p | anchor)."""
+  emb = emb.astype(np.float64)
+  per_anchor = []
+  for i in np.flatnonzero(valid):
+    others = [j for j in np.flatnonzero(valid) if j != i]
+    positives = [j for j in others if related[i, j]]
+    if not positives:
+      continue
+    logits = scale * emb[others] @ emb[i]
+    log_z = np.log(np.exp(logits - logits.max()).sum()) + logits.max()
+    per_anchor.append(np.mean([scale * emb[j] @ emb[i] - log_z for j in positives]))
+  return -float(np.mean(per_anchor))
+
+
+def labels_related(labels):
+  return labels[:, None] == labels[None, :]
+
+
+def test_supervised_contrastive_matches_its_definition():
+  rng = np.random.default_rng(1)
+  emb = unit(rng, (12, 8))
+  labels = np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 1, 2, 0])  # label 3 has one text: an anchor without positive
+  valid = np.ones(12, bool)
+  valid[10:] = False  # missing texts are neither anchors, positives nor negatives
+  related = labels_related(labels) & valid[:, None] & valid[None, :]
+  got = supervised_contrastive_loss(emb, related, valid, 20.0)
+  np.testing.assert_allclose(got, np_supcon(emb, related, valid, 20.0), rtol=1e-5)
+
+
+def test_supervised_contrastive_is_low_when_labels_cluster_and_high_when_they_do_not():
+  rng = np.random.default_rng(2)
+  labels = np.repeat(np.arange(3), 4)
+  centres = unit(rng, (3, 16))
+  clustered = centres[labels] + 0.05 * rng.normal(size=(12, 16))
+  clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
+  valid = np.ones(12, bool)
+  good = float(supervised_contrastive_loss(clustered.astype(np.float32), labels_related(labels), valid, 20.0))
+  bad = float(supervised_contrastive_loss(clustered.astype(np.float32), labels_related(np.roll(labels, 1)), valid, 20.0))
+  # log(3) is the floor: all the mass spread evenly over the 3 same-label texts, none elsewhere.
+  assert np.log(3) <= good < np.log(3) + 0.1 < np.log(3) + 1 < bad
+
+
+def test_in_batch_bce_balances_positive_and_negative_pairs():
+  rng = np.random.default_rng(3)
+  emb = unit(rng, (9, 8))
+  labels = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1])
+  related = labels_related(labels)
+  valid = np.ones(9, bool)
+  got = float(in_batch_bce_loss(emb, related, valid, 20.0, -5.0))
+  cos = emb.astype(np.float64) @ emb.T.astype(np.float64)
+  off = ~np.eye(9, dtype=bool)
+  z = 20.0 * cos - 5.0
+  pos = np.mean(np.logaddexp(0, -z)[related & off])
+  neg = np.mean(np.logaddexp(0, z)[~related & off])
+  np.testing.assert_allclose(got, (pos + neg) / 2, rtol=1e-5)
+
+
+def test_relational_distillation_is_zero_for_the_teacher_and_ignores_width():
+  rng = np.random.default_rng(4)
+  teacher = unit(rng, (6, 32))
+  rotation, _ = np.linalg.qr(rng.normal(size=(32, 32)))
+  valid = np.ones(6, bool)
+  same_geometry = (teacher @ rotation.T).astype(np.float32)  # other axes, same pairwise cosines
+  np.testing.assert_allclose(relational_distillation_loss(same_geometry, teacher, valid), 0.0, atol=1e-10)
+  student = unit(rng, (6, 4))
+  off = ~np.eye(6, dtype=bool)
+  expected = np.mean(((student @ student.T) - (teacher @ teacher.T))[off] ** 2)
+  np.testing.assert_allclose(relational_distillation_loss(student, teacher, valid), expected, rtol=1e-5)
+  valid[5] = False  # a missing text changes nothing however far it sits
+  moved = student.copy()
+  moved[5] = -moved[5]
+  np.testing.assert_allclose(relational_distillation_loss(moved, teacher, valid),
+                             relational_distillation_loss(student, teacher, valid), rtol=1e-6)

@@ -10,8 +10,8 @@ from flax import nnx
 from pe_jax.tokenization import pack_rows, packed_arrays
 from pe_jax.training.step import TaskLoss, compute_loss, make_train_step
 
-TASKS = (TaskLoss("alpha", "bce"), TaskLoss("bravo", "bce", matryoshka_dims=(4, 8)),
-         TaskLoss("charlie", "contrastive", symmetric=True), TaskLoss("delta", "bce"))
+TASKS = (TaskLoss("alpha", "bce", in_batch=False), TaskLoss("bravo", "bce", matryoshka_dims=(4, 8)),
+         TaskLoss("charlie", "contrastive", symmetric=True), TaskLoss("delta", "supcon"))
 HEADS = [("alpha", {}), ("bravo", {"bias_init": -2.0}), ("charlie", {"projection_dim": 4}), ("delta", {})]
 ROWS = 4  # pairs per block
 ROW_LENGTH = 16  # packed rows; texts are 2 to 8 tokens
@@ -30,12 +30,17 @@ def make_batch(task_ids, texts=None, seed: int = 0, negatives_valid: float = 1.0
   packing = pack_rows(texts, range(3 * n), ROW_LENGTH)
   ids, segments, positions = packed_arrays(texts, range(3 * n), packing, ROW_LENGTH, len(packing), pad_id=0)
   rng = np.random.default_rng(seed)
-  same = np.zeros((n, 2 * ROWS), bool)
-  same[:, :ROWS] = np.eye(ROWS, dtype=bool)[np.arange(n) % ROWS]
-  same[n // 2:, 1] = True  # some in-block false negatives, masked for the contrastive task
+  m = len(task_ids)
+  # Two labels per block: anchors and partners alternate labels 0/1, negatives take the other one.
+  labels = np.concatenate([np.arange(ROWS) % 2, np.arange(ROWS) % 2, 1 - np.arange(ROWS) % 2])
+  related = np.broadcast_to(labels[:, None] == labels[None, :], (m, 3 * ROWS, 3 * ROWS)).copy()
+  valid = np.ones((m, 3 * ROWS), bool)
+  if not negatives_valid:
+    valid[:, 2 * ROWS:] = False
+    related &= valid[:, :, None] & valid[:, None, :]
   return dict(ids=ids, segments=segments, positions=positions, targets=rng.uniform(0, 1, n).astype(np.float32),
-              negatives_valid=np.full(n, negatives_valid, np.float32), same_label=same,
-              task_ids=np.asarray(task_ids, np.int32))
+              negatives_valid=np.full(n, negatives_valid, np.float32), related=related, valid=valid,
+              task_ids=np.asarray(task_ids, np.int32), block_scale=np.full(m, 1 / m, np.float32))
 
 
 def block(task_ids, s: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -45,7 +50,8 @@ def block(task_ids, s: int, seed: int = 0) -> dict[str, np.ndarray]:
   mine = [texts[side * n + s * ROWS + i] for side in range(3) for i in range(ROWS)]
   full, alone = make_batch(task_ids, seed=seed), make_batch([task_ids[s]], mine)
   rows = slice(s * ROWS, (s + 1) * ROWS)
-  return {**alone, **{k: full[k][rows] for k in ("targets", "negatives_valid", "same_label")}}
+  return {**alone, **{k: full[k][rows] for k in ("targets", "negatives_valid")},
+          **{k: full[k][s:s + 1] for k in ("related", "valid")}, "block_scale": np.ones(1, np.float32)}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,12 @@ def model(tiny_model):
 @pytest.fixture(scope="module")
 def loss_fn(model):
   graphdef, _ = model
-  return jax.jit(lambda params, batch: compute_loss(nnx.merge(graphdef, params), batch, TASKS))
+  return jax.jit(lambda params, batch: per_block(compute_loss(nnx.merge(graphdef, params), batch, TASKS)))
+
+
+def per_block(loss_aux):
+  loss, aux = loss_aux
+  return loss, aux["block_loss"]
 
 
 def with_head_bias(params, task: str, delta: float):
@@ -67,7 +78,8 @@ def with_head_bias(params, task: str, delta: float):
 
 def test_each_block_is_its_own_one_block_batch(model, loss_fn):
   """No text of one block touches another block's: not as an in-batch negative, nor through the
-  packed rows the blocks share (attention stays inside a text). The total is the blocks' mean."""
+  packed rows the blocks share (attention stays inside a text). The total is the blocks' losses
+  weighted by their block_scale."""
   _, params = model
   batch = make_batch([2, 0, 2, 1])
   loss, per_shard = loss_fn(params, batch)
@@ -87,7 +99,7 @@ def test_a_head_only_moves_the_blocks_of_its_task(model, loss_fn, task):
   _, after = loss_fn(with_head_bias(params, TASKS[task].name, 3.0), batch)
   changed = np.abs(np.asarray(after) - np.asarray(before)) > 1e-6
   # Contrastive losses are shift-invariant in the bias: that head's bias moves nothing.
-  expected = (task_ids == task) & (TASKS[task].kind == "bce")
+  expected = (task_ids == task) & (TASKS[task].kind == "bce")  # in-batch BCE pairs use it too
   np.testing.assert_array_equal(changed, expected)
 
 
@@ -125,7 +137,7 @@ def test_train_step_updates_params_and_reports_its_schedule(model):
   tasks = TASKS[:2]  # fewer heads in the program: it compiles in a third of the time
   batch = make_batch([0, 1, 1, 0])
   expected_loss, expected_per_shard = jax.jit(
-      lambda p, b: compute_loss(nnx.merge(graphdef, p), b, tasks))(params, batch)
+      lambda p, b: per_block(compute_loss(nnx.merge(graphdef, p), b, tasks)))(params, batch)
   schedule = optax.linear_schedule(1e-2, 0.0, 10)
   tx = optax.adam(schedule)
   step = make_train_step(graphdef, tx, tasks, schedule)
@@ -136,7 +148,7 @@ def test_train_step_updates_params_and_reports_its_schedule(model):
     state, metrics = step(state, batch)
     if i == 0:
       np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-6)
-      np.testing.assert_allclose(metrics["shard_loss"], expected_per_shard, rtol=1e-6)
+      np.testing.assert_allclose(metrics["block_loss"], expected_per_shard, rtol=1e-6)
       assert float(metrics["grad_norm"]) > 0
     np.testing.assert_allclose(metrics["learning_rate"], schedule(i), rtol=1e-6)
     losses.append(float(metrics["loss"]))

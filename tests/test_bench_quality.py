@@ -1,0 +1,168 @@
+"""scripts/bench_quality.py's pure parts: the peer's batches and loss, the table and its verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bq():
+  spec = importlib.util.spec_from_file_location("bench_quality", REPO / "scripts" / "bench_quality.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def one_hot(label_ids, num_labels):
+  labels = np.zeros((len(label_ids), num_labels), bool)
+  labels[np.arange(len(label_ids)), label_ids] = True
+  return labels
+
+
+# --- label-balanced batches ----------------------------------------------------------------------------
+
+
+def test_label_counts_split_evenly_and_respect_small_labels(bq):
+  assert bq.label_counts([100] * 8, 48) == [6] * 8
+  assert bq.label_counts([100] * 3, 48) == [16, 16, 16]
+  assert bq.label_counts([100] * 5, 48) == [10, 10, 10, 9, 9]
+  # stance_climate's train split: 'against' has 13 texts; the others take its share.
+  counts = bq.label_counts([151, 13, 191], 48)
+  assert counts[1] == 13 and sum(counts) == 48 and max(counts) - min(counts[0], counts[2]) <= 1
+  # Not enough texts at all: the batch stays full (the sampler draws with replacement).
+  assert sum(bq.label_counts([3, 2], 48)) == 48
+
+
+def test_sampler_draws_k_labels_times_m_texts_with_positives_and_negatives(bq):
+  labels = one_hot(np.repeat(np.arange(12), 20), 12)
+  sampler = bq.LabelBalancedSampler(labels, batch_size=48, max_labels=8, seed=0)
+  for _ in range(20):
+    idx = sampler()
+    assert idx.shape == (48,) and len(set(idx.tolist())) == 48  # no text twice
+    batch_labels = labels[idx].argmax(1)
+    values, counts = np.unique(batch_labels, return_counts=True)
+    assert len(values) == 8 and (counts == 6).all()
+    same = labels[idx].astype(int) @ labels[idx].T.astype(int) > 0
+    np.fill_diagonal(same, False)
+    assert same.any(1).all() and (~same).sum(1).min() > 1  # every text: a positive and negatives
+
+
+def test_sampler_takes_all_labels_when_fewer_than_max_and_skips_singletons(bq):
+  # 3 usable labels (one small) and a label with a single text, which can have no positive.
+  labels = one_hot(np.array([0] * 50 + [1] * 5 + [2] * 40 + [3]), 4)
+  sampler = bq.LabelBalancedSampler(labels, batch_size=48, max_labels=8, seed=1)
+  for _ in range(10):
+    batch_labels = labels[sampler()].argmax(1)
+    assert sorted(np.unique(batch_labels)) == [0, 1, 2]
+    assert np.bincount(batch_labels, minlength=4).tolist()[1] == 5
+    assert len(batch_labels) == 48
+
+
+def test_sampler_is_deterministic_by_seed(bq):
+  labels = one_hot(np.random.default_rng(0).integers(0, 10, 500), 10)
+  draw = lambda seed: [bq.LabelBalancedSampler(labels, seed=seed)() for _ in range(5)]
+  first, again, other = draw(3), draw(3), draw(4)
+  assert all((a == b).all() for a, b in zip(first, again))
+  assert any((a != b).any() for a, b in zip(first, other))
+
+
+def test_sampler_refuses_a_task_without_negatives(bq):
+  with pytest.raises(ValueError, match="at least 2"):
+    bq.LabelBalancedSampler(one_hot(np.array([0, 0, 0, 1]), 2), name="tiny")
+
+
+# --- the SupCon loss -----------------------------------------------------------------------------------
+
+
+def test_supcon_loss_matches_a_hand_computation(bq):
+  torch = pytest.importorskip("torch")
+  # Texts 0 and 1 share a label and point the same way; text 2 has no positive and is left out.
+  # Text 0: positive 1 (cosine 1), the other 2 (cosine 0): -log(e^1 / (e^1 + e^0)) = log(1 + e^-1); same for 1.
+  emb = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])  # normalised inside
+  labels = torch.tensor([[1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+  loss = bq.supcon_loss(emb, labels, temperature=1.0)
+  assert float(loss) == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
+
+
+def test_supcon_loss_matches_a_reference_with_several_positives(bq):
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  emb = rng.normal(size=(6, 4))
+  labels = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]], bool)  # multi-label row 1
+  t = 0.05
+  unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+  sims = unit @ unit.T / t
+  losses = []
+  for i in range(6):
+    others = [j for j in range(6) if j != i]
+    log_denominator = np.log(np.sum(np.exp(sims[i, others])))
+    positives = [j for j in others if (labels[i] & labels[j]).any()]
+    losses.append(-np.mean([sims[i, p] - log_denominator for p in positives]))
+  x = torch.tensor(emb, dtype=torch.float64, requires_grad=True)
+  loss = bq.supcon_loss(x, torch.from_numpy(labels), temperature=t)
+  assert loss.item() == pytest.approx(np.mean(losses), rel=1e-9)
+  loss.backward()
+  assert torch.isfinite(x.grad).all()  # the masked diagonal (-inf) sends no NaN back
+
+
+def test_warmup_is_40_steps_or_10_percent_of_a_short_run(bq):
+  assert bq.warmup_steps(480) == 40
+  assert bq.warmup_steps(100) == 10
+  assert bq.warmup_steps(4) == 1
+  assert bq.warmup_steps(1) == 0
+
+
+# --- the table -----------------------------------------------------------------------------------------
+
+
+def test_table_rows_columns_and_noise_verdicts(bq):
+  assert bq.standard_error(0.5, 100) == pytest.approx(0.05)
+  results = {
+      "base": {"emotion/triplet_acc": 0.60, "irony/triplet_acc": 0.55, "triplet_acc/mean": 0.575,
+               "zs_sts/sts_spearman": 0.80},
+      "peer": {"emotion/triplet_acc": 0.79, "irony/triplet_acc": 0.60, "triplet_acc/mean": 0.695,
+               "zs_sts/sts_spearman": 0.70},
+      "ours": {"emotion/triplet_acc": 0.80, "irony/triplet_acc": 0.70, "triplet_acc/mean": 0.75,
+               "zs_sts/sts_spearman": 0.75},
+  }
+  table = bq.format_table(results, {"emotion/triplet_acc": 1000, "irony/triplet_acc": 1000,
+                                    "triplet_acc/mean": 2000})
+  lines = table.splitlines()
+  assert lines[0] == "| metric | base | peer | pe_jax | pe_jax − base | pe_jax − peer | SE |"
+  rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in lines[2:]}
+  assert list(rows) == ["emotion/triplet_acc", "irony/triplet_acc", "triplet_acc/mean", "zs_sts/sts_spearman"]
+  emotion = [c.strip() for c in rows["emotion/triplet_acc"]]
+  se = math.sqrt(0.8 * 0.2 / 1000)  # 0.0126: 2 SE = 0.025
+  assert emotion[1:4] == ["0.6000", "0.7900", "0.8000"]
+  assert emotion[4] == "+0.2000"  # vs base: far outside the noise
+  assert emotion[5] == "+0.0100 (within noise)"  # vs peer: inside 2 SE
+  assert emotion[6] == f"{se:.4f}"
+  irony = [c.strip() for c in rows["irony/triplet_acc"]]
+  assert irony[5] == "+0.1000"
+  sts = [c.strip() for c in rows["zs_sts/sts_spearman"]]
+  assert sts[4:] == ["-0.0500", "+0.0500", "—"]  # no SE, so no verdict
+
+
+def test_table_with_a_skipped_model(bq):
+  table = bq.format_table({"base": {"a/triplet_acc": 0.6}, "peer": None, "ours": {"a/triplet_acc": 0.61}},
+                          {"a/triplet_acc": 200})
+  row = [c.strip() for c in table.splitlines()[2].strip("|").split(" | ")]
+  assert row == ["a/triplet_acc", "0.6000", "—", "0.6100", "+0.0100 (within noise)", "—", "0.0345"]
+
+
+def test_times_table_gives_the_peer_to_ours_ratio(bq):
+  records = {"base": {"steps": 0, "texts_seen": 0, "train_seconds": 0.0, "score_seconds": 5.0},
+             "peer": {"steps": 10, "texts_seen": 480, "train_seconds": 30.0, "score_seconds": 6.0},
+             "ours": {"steps": 4, "texts_seen": 480, "train_seconds": 12.0, "score_seconds": 4.0}}
+  text = bq.format_times(records)
+  assert "| peer | 10 | 480 | 30.0 | 6.0 |" in text
+  assert "| pe_jax | 4 | 480 | 12.0 | 4.0 |" in text
+  assert "peer / pe_jax: 2.50x (30.0 s / 12.0 s)" in text
+  assert "peer / pe_jax" not in bq.format_times({**records, "peer": None})

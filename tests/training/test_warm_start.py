@@ -1,0 +1,107 @@
+"""Where a run starts: the PCA projection (fitted, saved, reused), data-placed BCE biases, the checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from pe_jax import sharding as sharding_lib
+from pe_jax.evaluation import metrics as metrics_lib
+from pe_jax.models import weights
+from pe_jax.models.encoder import EncoderConfig
+from pe_jax.models.post_model import PostEmbeddingModel
+from pe_jax.serving.embedder import Embedder
+from pe_jax.tasks.pairs import sample_posts
+from pe_jax.training import warm_start
+from pe_jax.training.train import build_tasks, train_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def model_and_tasks(minilm_tokenizer, labeling_task):
+  cfg = EncoderConfig(vocab_size=minilm_tokenizer.backend.get_vocab_size(), hidden_size=16, num_layers=1,
+                      num_heads=2, intermediate_size=32, max_seq_length=32, projection_dim=4)
+  encoder = weights.random_encoder(cfg, seed=1)
+  with sharding_lib.activate(sharding_lib.single_device_mesh()):
+    model = PostEmbeddingModel(encoder, [("alpha", {}), ("bravo", {})], rngs=nnx.Rngs(0))
+  tasks = {n: labeling_task(n) for n in ("alpha", "bravo")}
+  return model, tasks
+
+
+def pca_config(base_config, posts: int = 40):
+  config = base_config()
+  config.model.pca_fit_posts = posts
+  config.model.encoder.projection_dim = 4  # the test model's
+  return config
+
+
+def test_pca_projection_starts_at_the_pca_of_the_pooled_base(model_and_tasks, minilm_tokenizer, base_config, tmp_path):
+  model, tasks = model_and_tasks
+  config = pca_config(base_config)
+  pooled = Embedder(model.encoder.without_projection(normalize=False), minilm_tokenizer)
+  warm_start.fit_projection(config, model, pooled, tasks, tmp_path)
+  fit = metrics_lib.pca_reduce(pooled(sample_posts(tasks, 40, config.seed)), 4, normalize=False)
+  posts = ["alpha red 1", "bravo blue 7", "something else entirely"]
+  expected = (pooled(posts) - fit.mean) @ fit.components.T
+  expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+  np.testing.assert_allclose(Embedder(model.encoder, minilm_tokenizer)(posts), expected, atol=1e-5)
+  assert (tmp_path / warm_start.PROJECTION_INIT_FILE).exists()
+
+
+def test_a_saved_fit_is_reused_without_embedding(model_and_tasks, minilm_tokenizer, base_config, tmp_path):
+  """A resumed run rebuilds its starting point (the distillation teacher) from the saved fit."""
+  model, tasks = model_and_tasks
+  config = pca_config(base_config)
+  warm_start.fit_projection(config, model, Embedder(model.encoder.without_projection(normalize=False), minilm_tokenizer), tasks, tmp_path)
+  kernel = np.asarray(model.encoder.projection.kernel[...]).copy()
+  model.encoder.projection.kernel[...] = 0 * model.encoder.projection.kernel[...]
+
+  def no_embedding(texts):
+    raise AssertionError("refitted although a fit was saved")
+
+  warm_start.fit_projection(config, model, no_embedding, tasks, tmp_path)
+  np.testing.assert_array_equal(np.asarray(model.encoder.projection.kernel[...]), kernel)
+
+
+def test_bce_bias_sits_between_positive_and_negative_cosines(model_and_tasks, minilm_tokenizer, base_config):
+  model, tasks = model_and_tasks
+  config = base_config()
+  config.tasks = {"alpha": dict(bias_from_data=True), "bravo": dict(bias_from_data=False)}
+  embedder = Embedder(model.encoder, minilm_tokenizer)
+  before = float(model.heads["bravo"].bias[...])
+  biases = warm_start.set_head_biases(config, model, embedder, tasks)
+  assert list(biases) == ["alpha"] and float(model.heads["bravo"].bias[...]) == before
+  a, b, n = tasks["alpha"].texts_for(tasks["alpha"].batch(config.seed, 0, 30))
+  ea, eb, en = embedder(a), embedder(b), embedder(n)
+  middle = (np.mean(np.sum(ea * eb, 1)) + np.mean(np.sum(ea * en, 1))) / 2
+  scale = float(model.heads["alpha"].scale())
+  np.testing.assert_allclose(float(model.heads["alpha"].bias[...]), -scale * middle, rtol=1e-4)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(projection_init="orthogonal"), r"config.model.projection_init='orthogonal'; known: random, pca"),
+    (dict(pca_fit_posts=10), r"config.model.pca_fit_posts=10 must exceed the projection dimension 16"),
+])
+def test_bad_warm_start_settings_are_named(base_config, changes, match):
+  config = base_config()
+  config.model.update(changes)
+  with pytest.raises(ValueError, match=match):
+    warm_start.check_config(config)
+
+
+def test_distillation_needs_a_teacher(base_config):
+  config = base_config()
+  config.distill.weight = 1.0
+  config.distill.teacher = ""
+  with pytest.raises(ValueError, match=r"config.distill.weight=1.0 needs a teacher: set config.distill.teacher to 'base'"):
+    warm_start.check_config(config)
+
+
+def test_block_smaller_than_twice_its_labels_is_refused_before_training(smoke_config, tmp_path):
+  config = smoke_config()
+  config.batch_size = 4
+  config.tasks.emotion.labels_per_block = 6
+  with pytest.raises(ValueError, match=r"tasks.emotion.labels_per_block=6 needs config.batch_size >= it"):
+    build_tasks(config)
+  with pytest.raises(ValueError, match=r"tasks.emotion.labels_per_block=6"):
+    train_and_evaluate(config, tmp_path / "run")
