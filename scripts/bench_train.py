@@ -44,7 +44,9 @@ def benchmark_config(seq_len: int, batch_size: int):
   spec = importlib.util.spec_from_file_location("multitask_config", REPO / "configs" / "multitask.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  # The paper's pair BCE (anchor-positive, anchor-negative), which the torch step below writes out.
+  config = module.paper_recipe(module.get_config())
+  config.tasks[TASK].bce_in_batch = False
   for name in list(config.tasks):
     if name != TASK:
       del config.tasks[name]
@@ -126,8 +128,9 @@ def worker_pe_jax(inputs, config):
   tx = optimizer_lib.make_optimizer(config.optimizer, schedule)
   graphdef, params = nnx.split(model)
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
-  train_step = make_train_step(graphdef, tx, [TaskLoss(TASK, config.tasks[TASK].loss)], schedule)
-  batch_keys = ("ids", "segments", "positions", "targets", "negatives_valid", "same_label", "task_ids")
+  train_step = make_train_step(graphdef, tx, [TaskLoss(TASK, config.tasks[TASK].loss, in_batch=False)], schedule)
+  batch_keys = ("ids", "segments", "positions", "targets", "negatives_valid", "related", "valid", "task_ids",
+                "block_scale")
   batch = {k: jax.device_put(inputs[k], sharding_lib.batch_sharding(mesh)) for k in batch_keys}
 
   def step() -> float:

@@ -70,7 +70,7 @@ def test_sharded_step_matches_single_device(base_config, labeling_task):
     for batch in batches:
       state, metrics = step(state, jax.device_put(batch, sharding_lib.batch_sharding(mesh)))
       loss.append(float(metrics["loss"]))
-      shard_loss.append(np.asarray(metrics["shard_loss"]))
+      shard_loss.append(np.asarray(metrics["block_loss"]))
     if mesh.size > 1:  # the update keeps the weights laid out as they came
       assert {"fsdp", "tensor"} <= mesh_axes(state["params"]), (label, mesh_axes(state["params"]))
     runs[label] = dict(loss=np.array(loss), shard_loss=np.array(shard_loss), final=flat(state["params"]))

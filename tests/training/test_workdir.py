@@ -97,7 +97,8 @@ def test_embed_cli_on_a_workdir_matches_the_embedder(smoke_run, tmp_path):
                          str(posts), "--output", str(out)], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   vectors = np.load(out)
-  assert vectors.shape == (len(POSTS), 50) and vectors.dtype == np.float32
+  dim = smoke_run.config.model.encoder.projection_dim
+  assert vectors.shape == (len(POSTS), dim) and vectors.dtype == np.float32
   np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
   expected = Embedder.from_pretrained(str(smoke_run.workdir))(POSTS)
   np.testing.assert_allclose(vectors, expected, atol=1e-6)
