@@ -13,12 +13,14 @@ from pe_jax.models.loading import load_model
 from pe_jax.serving.embedder import Embedder
 from pe_jax.training.train import train_and_evaluate
 
-TRAINED = ("emotion", "offensive")
-HELD_OUT = ("topic",)
+TRAINED = ("topic", "emotion")
+HELD_OUT = ("stance_climate",)
 NUM_TRIPLETS = 1_000  # s.e. of one task ~0.015, of the two-task mean ~0.011
-# Margins, measured: see docs/results.md ("The guard"); about half the gain a run of this length shows.
+# Margins (docs/results.md, "The guard"): about half the gain such a run shows. STS-B: the 50-d PCA cut
+# the run starts from is already 0.045 below the 384-d base; a collapsing recipe (the old BCE head)
+# fell 0.05-0.08 below it.
 MIN_TRAINED_GAIN = 0.03
-MAX_STS_LOSS = 0.03
+MAX_STS_LOSS = 0.05
 
 
 @pytest.mark.slow
@@ -29,6 +31,8 @@ def test_a_short_real_run_beats_the_base_and_keeps_sts(base_config, shared_data_
   for name in list(config.tasks):
     if name not in TRAINED + HELD_OUT:
       del config.tasks[name]
+  for name in TRAINED:
+    config.tasks[name].weight = 1.0
   for name in HELD_OUT:
     config.tasks[name].weight = 0.0
   config.total_steps = 40
