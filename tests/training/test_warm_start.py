@@ -80,7 +80,7 @@ def test_bce_bias_sits_between_positive_and_negative_cosines(model_and_tasks, mi
 
 @pytest.mark.parametrize("changes, match", [
     (dict(projection_init="orthogonal"), r"config.model.projection_init='orthogonal'; known: random, pca"),
-    (dict(pca_fit_posts=10), r"config.model.pca_fit_posts=10 must exceed the projection dimension 16"),
+    (dict(projection_init="pca", pca_fit_posts=10), r"config.model.pca_fit_posts=10 must exceed the projection dimension 16"),
 ])
 def test_bad_warm_start_settings_are_named(base_config, changes, match):
   config = base_config()
