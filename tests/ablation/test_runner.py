@@ -58,7 +58,7 @@ def test_a_workdir_of_another_ablation_is_refused_before_training(finished, monk
   monkeypatch.setattr(train_lib, "train_and_evaluate", _no_training)
   other = config.copy_and_resolve_references()
   other.total_steps = 24
-  with pytest.raises(ValueError, match=r"different config.*\n  total_steps: workdir has 12, this run has 24"):
+  with pytest.raises(ValueError, match=r"different config \(total_steps: workdir has 12, this run has 24\)"):
     run_ablation(other, workdir)
 
 
