@@ -10,12 +10,13 @@ export PE_JAX_DATA_DIR="${PE_JAX_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 export PE_JAX_TFDS_DIR="${PE_JAX_TFDS_DIR:-$PWD/.cache/tfds}"
 WORKDIR="${1:-workdirs/demo}"
 CONFIG=configs/multitask.py:demo
+TRAINED=$(python -c "import sys; sys.path.insert(0, '.'); from configs import multitask; print(','.join(multitask.DEMO_TASKS))")
+echo "main job: all-MiniLM-L6-v2 -> 50-d post embedding, trained on $TRAINED ($CONFIG, 80 steps) into $WORKDIR"
 python -m pe_jax.train --config "$CONFIG" --workdir "$WORKDIR" >/dev/null  # the table below shows its evaluation
 # The untuned base (384-d) on the same triplets and sets, once per workdir.
 if [ ! -f "$WORKDIR/base_eval.json" ]; then
   python -m pe_jax.evaluate --model minilm-l6 --config "$CONFIG" --out "$WORKDIR/base_eval.json" >/dev/null
 fi
-TRAINED=$(python -c "import sys; sys.path.insert(0, '.'); from configs import multitask; print(','.join(multitask.DEMO_TASKS))")
 echo
 echo "Base vs trained (triplet accuracy on 2,000 test triplets per task; ~ = within noise; held-out tasks and STS-B are zero-shot):"
 python scripts/compare_evals.py "$WORKDIR/base_eval.json" "$WORKDIR" --names "base (384-d),trained (50-d)" \
