@@ -14,8 +14,10 @@ Storyline, plus sentiment-style labels. The recipe (docs/results.md measures eac
   sharing a label are its positives, all others its negatives), temperature 0.05 per task head;
 - the 50-d projection initialised by PCA of the base's embeddings of training posts, so training
   starts where the base cut to 50-d already is;
-- relational distillation: the batch's pairwise cosines are held near those of the frozen base at full
-  width (384-d), so what the base knows outside these tasks stays;
+- relational distillation: the cosines of pairs of posts from different task blocks are held near
+  those of the frozen base at full width (384-d), so what the base knows outside these tasks stays,
+  while inside a block the task's labels alone decide (holding those pairs too costs trained-task gain
+  for no kept STS-B: docs/results.md, probe H);
 - encoder learning rate 1e-4 with warm-up and linear decay, the projection and heads 10x faster (every
   task shares each update, so a step moves each task less than a one-task step would).
 The `paper` switch gives the paper's recipe as we read it (pair BCE on scaled cosine, one task per
@@ -160,8 +162,10 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
   ))
   # Relational distillation: weight on the mean squared difference between the batch's pairwise cosines
   # and the frozen teacher's: "base" (the pretrained encoder at full width) or "init" (the model as it
-  # starts, PCA projection included). 0 turns it off.
-  c.distill = ml_collections.ConfigDict(dict(weight=0.0 if smoke else 50.0, teacher="base"))
+  # starts, PCA projection included). 0 turns it off. `pairs`: "all" pairs of the batch, or
+  # "across_blocks" (pairs of posts from different task blocks: within a block the labels decide).
+  c.distill = ml_collections.ConfigDict(dict(weight=0.0 if smoke else 50.0, teacher="base",
+                                             pairs="across_blocks"))
 
   c.batch_size = 8 if smoke else 16  # pairs per task block (3 posts each: anchor, positive, negative)
   c.total_steps = 30 if smoke else 80 if demo else 90 if cpu else 2_000

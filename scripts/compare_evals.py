@@ -6,6 +6,9 @@ Each argument is a `pe_jax.evaluate` JSON file or a training workdir (its last e
 metrics.jsonl). Rows are the metrics all inputs share. Triplet accuracies carry their standard error
 sqrt(p(1-p)/n) (n = --num_triplets, times the tasks for the mean), and a change inside twice the
 standard error of a difference (sqrt(2) s.e.) is marked "~": within noise.
+
+`--plot trade.png --x zs_sts/sts_spearman --y triplet_acc/trained_mean` also draws the inputs as points
+of one metric against another: where each recipe sits between what it trains and what it keeps.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def main() -> None:
                  help="comma-separated metric suffixes to leave out")
   p.add_argument("--trained", help="comma-separated trained tasks: adds their mean and the held-out tasks' mean")
   p.add_argument("--num_triplets", type=int, default=2_000, help="triplets per task, for the standard error")
+  p.add_argument("--plot", help="also write a scatter of --y against --x for every input to this image")
+  p.add_argument("--x", default="zs_sts/sts_spearman", help="--plot's horizontal metric")
+  p.add_argument("--y", default="triplet_acc/trained_mean", help="--plot's vertical metric")
   args = p.parse_args()
   names = args.names.split(",") if args.names else args.inputs
   results = [load_results(s) for s in args.inputs]
@@ -68,6 +74,31 @@ def main() -> None:
               for v in values[1:]]
     print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in values) + " | " + " | ".join(deltas)
           + f" | {f'±{se:.3f}' if se else ''} |")
+  if args.plot:
+    plot(results, names, args.x, args.y, args.plot)
+
+
+def plot(results: list[dict[str, float]], names: list[str], x: str, y: str, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  missing = [n for n, r in zip(names, results) if x not in r or y not in r]
+  if missing:
+    raise SystemExit(f"--plot: {', '.join(missing)} lack {x} or {y}")
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for i, (name, r) in enumerate(zip(names, results)):
+    ax.scatter(r[x], r[y], marker="*" if i == 0 else "o", s=140 if i == 0 else 50, zorder=3)
+    ax.annotate(name, (r[x], r[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+  ax.axvline(results[0][x], color="grey", lw=0.8, ls=":")
+  ax.axhline(results[0][y], color="grey", lw=0.8, ls=":")
+  ax.set_xlabel(x)
+  ax.set_ylabel(y)
+  ax.set_title(f"{y} against {x} (dotted: {names[0]})", fontsize=9)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  print(f"wrote {path}")
 
 
 if __name__ == "__main__":

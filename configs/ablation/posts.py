@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = multitask.recipe({n: multitask.LABELING_TASKS[n] for n in TRAINED}, zero_shot, base="minilm-l6")
   c.mixture.scheme = "uniform"
   c.mixture.tasks_per_step = 1  # the planner's matched budgets count one task block per shard and step
+  c.distill.pairs = "all"  # one block per step: no pair across blocks to hold
   c.batch_size = 16
   c.total_steps = 72
   c.optimizer.warmup_steps = 8

@@ -93,11 +93,13 @@ def in_batch_bce_loss(emb: jax.Array, related: jax.Array, valid: jax.Array, scal
   return (mean_over(pairs & related) + mean_over(pairs & ~related)) / 2
 
 
-def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array) -> jax.Array:
+def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array,
+                                 pairs: jax.Array | None = None) -> jax.Array:
   """Mean squared difference of the pairwise cosines of `student` [N, D] and `teacher` [N, D'] over
-  pairs of valid texts: keeps the geometry of the batch as the frozen teacher saw it (widths may differ)."""
+  pairs of valid texts (and of `pairs`, bool [N, N], when given): keeps the geometry of the batch as
+  the frozen teacher saw it (widths may differ)."""
   n = student.shape[0]
-  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool) & (True if pairs is None else pairs)
   s = jnp.einsum("id,jd->ij", student, student, precision=_HIGHEST)
   t = jax.lax.stop_gradient(jnp.einsum("id,jd->ij", teacher, teacher, precision=_HIGHEST))
   return jnp.where(pairs, (s - t) ** 2, 0.0).sum() / jnp.maximum(pairs.sum(), 1)

@@ -22,6 +22,9 @@ from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.training import losses
 
 LOSSES = ("supcon", "contrastive", "bce")
+# Which pairs of the batch relational distillation holds: all of them, or only pairs of texts from
+# different blocks, whose geometry no task loss sets (within a block the task's labels decide).
+DISTILL_PAIRS = ("all", "across_blocks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +87,10 @@ def encode_texts(encoder, batch: dict[str, jax.Array]) -> jax.Array:
 
 
 def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
-                 teacher=None, distill_weight: float = 0.0):
+                 teacher=None, distill_weight: float = 0.0, distill_pairs: str = "all"):
   """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
-  relational distillation against `teacher` (an encoder) when given. Returns (loss, aux) with aux
-  {"block_loss": [M], "distill_loss": scalar}."""
+  relational distillation against `teacher` (an encoder) when given, over `distill_pairs` (one of
+  DISTILL_PAIRS). Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar}."""
   task_ids = batch["task_ids"]
   m = task_ids.shape[0]
   n = batch["targets"].shape[0]
@@ -110,14 +113,18 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
     target = jax.lax.stop_gradient(encode_texts(teacher, batch))
     # Texts are side-major ([side, block, row]); `valid` is [block, side * B + row].
     valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)
-    distill = losses.relational_distillation_loss(emb, target, valid)
+    pairs = None
+    if distill_pairs == "across_blocks":
+      block = (jnp.arange(3 * n) // (n // m)) % m
+      pairs = block[:, None] != block[None, :]
+    distill = losses.relational_distillation_loss(emb, target, valid, pairs)
     loss = loss + distill_weight * distill
   return loss, {"block_loss": block_loss, "distill_loss": distill}
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],
                     schedule: optax.Schedule, *, teacher_graphdef: nnx.GraphDef | None = None,
-                    distill_weight: float = 0.0):
+                    distill_weight: float = 0.0, distill_pairs: str = "all"):
   """(state, batch[, teacher_params]) -> (state, metrics); `state` = {"step", "params", "opt_state"}
   is donated. With `teacher_graphdef`, the step takes the frozen teacher's params as a third argument."""
   tasks = tuple(tasks)
@@ -125,7 +132,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ta
   def loss_fn(params, batch, teacher_params):
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     return compute_loss(nnx.merge(graphdef, params), batch, tasks, teacher=teacher,
-                        distill_weight=distill_weight)
+                        distill_weight=distill_weight, distill_pairs=distill_pairs)
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array], teacher_params=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, teacher_params)

@@ -121,6 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Data: tasks and their mixture ---------------------------------------------------------------
   _prepare_datasets_once(config)
   tasks = build_tasks(config)
+  num_shards = sharding_lib.data_parallel_size(mesh)
+  warm_start.check_distill_pairs(config, num_shards * batches_lib.blocks_per_shard(
+      config.mixture.get("tasks_per_step", 1), len(tasks), num_shards))
   explicit = {n: t.weight for n, t in config.tasks.items() if n in tasks}
   weights_by_task = mixture.mixture_weights(
       batches_lib.task_sizes(tasks), config.mixture.scheme, temperature=config.mixture.temperature,
@@ -170,7 +173,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
-                               teacher_graphdef=teacher_graphdef, distill_weight=distill_weight)
+                               teacher_graphdef=teacher_graphdef, distill_weight=distill_weight,
+                               distill_pairs=(config.get("distill") or {}).get("pairs", "all"))
 
   # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
   if (latest := manager.latest_step()) is not None:

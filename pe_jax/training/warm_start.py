@@ -23,6 +23,7 @@ from pe_jax.models.encoder import Encoder
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tasks.pairs import PairTask, sample_posts
+from pe_jax.training.step import DISTILL_PAIRS
 
 PROJECTION_INIT_FILE = "projection_init.npz"
 PROJECTION_INITS = ("random", "pca")
@@ -46,12 +47,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.model.pca_fit_posts={posts} must exceed the projection dimension {dim}: "
                        f"PCA cannot fit {dim} axes on fewer posts")
   distill = config.get("distill") or {}
+  if distill.get("pairs", "all") not in DISTILL_PAIRS:
+    raise ValueError(f"config.distill.pairs={distill.get('pairs')!r}; known: {', '.join(DISTILL_PAIRS)}")
   if distill.get("weight", 0) < 0:
     raise ValueError(f"config.distill.weight must be >= 0, got {distill.get('weight')}")
   if distill.get("weight", 0) > 0 and distill.get("teacher") not in TEACHERS:
     raise ValueError(f"config.distill.weight={distill.get('weight')} needs a teacher: set "
                      f"config.distill.teacher to 'base' (the pretrained encoder at full width) or 'init' "
                      f"(the model as training starts), got {distill.get('teacher')!r}")
+
+
+def check_distill_pairs(config: ml_collections.ConfigDict, num_blocks: int) -> None:
+  """Refuses distillation over pairs across blocks when a step holds a single block: it would hold
+  nothing, and the run would train as if distillation were off."""
+  distill = config.get("distill") or {}
+  if distill.get("weight", 0) > 0 and distill.get("pairs", "all") == "across_blocks" and num_blocks < 2:
+    raise ValueError("config.distill.pairs='across_blocks' holds no pair when a step has one task block (one "
+                     "trained task, or config.mixture.tasks_per_step=1 on one device): set "
+                     "config.distill.pairs='all'")
 
 
 def teacher(config: ml_collections.ConfigDict, encoder: Encoder) -> Encoder:

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from pe_jax.tokenization import pack_rows, packed_arrays
-from pe_jax.training.step import TaskLoss, compute_loss, make_train_step
+from pe_jax.training import losses
+from pe_jax.training.step import TaskLoss, compute_loss, encode_texts, make_train_step
 
 TASKS = (TaskLoss("alpha", "bce", in_batch=False), TaskLoss("bravo", "bce", matryoshka_dims=(4, 8)),
          TaskLoss("charlie", "contrastive", symmetric=True), TaskLoss("delta", "supcon"))
@@ -125,6 +126,32 @@ def test_bce_counts_negatives_only_where_valid(model, loss_fn):
     _, a = loss_fn(params, make_batch(task_ids, texts, negatives_valid=valid))
     _, b = loss_fn(params, make_batch(task_ids, other_negatives, negatives_valid=valid))
     assert (np.abs(np.asarray(a) - np.asarray(b)) > 1e-6).all() == should_move, f"negatives_valid={valid}"
+
+
+def test_distillation_across_blocks_holds_only_pairs_from_different_blocks(model):
+  """`distill_pairs="across_blocks"` leaves the pairs inside a block to the task's labels: one block
+  has no such pair; with three, exactly the cross-block pairs count (texts are side-major)."""
+  graphdef, params = model
+  student = nnx.merge(graphdef, params)
+  teacher = nnx.merge(*tiny_teacher(model)).encoder
+  distill = lambda batch, pairs: float(compute_loss(student, batch, TASKS[:1], teacher=teacher, distill_weight=1.0,
+                                                    distill_pairs=pairs)[1]["distill_loss"])
+  one = make_batch([0])
+  assert distill(one, "all") > 0
+  assert distill(one, "across_blocks") == 0
+  batch = make_batch([0, 0, 0])
+  block_of = (np.arange(3 * 3 * ROWS) // ROWS) % 3
+  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), encode_texts(teacher, batch),
+                                                 np.ones(3 * 3 * ROWS, bool), block_of[:, None] != block_of[None, :])
+  np.testing.assert_allclose(distill(batch, "across_blocks"), expected, rtol=1e-5)
+  assert not np.isclose(distill(batch, "across_blocks"), distill(batch, "all"))
+
+
+def tiny_teacher(model):
+  """Another random model of the same shape: a teacher whose geometry differs from the student's."""
+  graphdef, params = model
+  rng = np.random.default_rng(9)
+  return graphdef, jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.5, size=x.shape), x.dtype), params)
 
 
 def test_unknown_loss_names_the_task():

@@ -105,3 +105,20 @@ def test_block_smaller_than_twice_its_labels_is_refused_before_training(smoke_co
     build_tasks(config)
   with pytest.raises(ValueError, match=r"tasks.emotion.labels_per_block=6"):
     train_and_evaluate(config, tmp_path / "run")
+
+
+def test_distillation_across_blocks_with_one_block_per_step_is_refused_before_training(smoke_config, tmp_path):
+  """One trained task on one device: no pair across blocks, so the distillation would silently hold
+  nothing. The run stops before it writes anything."""
+  config = smoke_config()
+  for name in list(config.tasks)[1:]:
+    config.tasks[name].weight = 0.0
+  config.mixture.tasks_per_step = 0
+  config.distill.update(weight=1.0, teacher="base", pairs="across_blocks")
+  with pytest.raises(ValueError, match=r"config.distill.pairs='across_blocks' holds no pair when a step has one "
+                                       r"task block .* set config.distill.pairs='all'"):
+    train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+  config.distill.pairs = "sideways"
+  with pytest.raises(ValueError, match=r"config.distill.pairs='sideways'; known: all, across_blocks"):
+    warm_start.check_config(config)
