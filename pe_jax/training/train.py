@@ -121,10 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Data: tasks and their mixture ---------------------------------------------------------------
   _prepare_datasets_once(config)
   tasks = build_tasks(config)
-  explicit = {n: t.weight for n, t in config.tasks.items() if n in tasks}
-  weights_by_task = mixture.mixture_weights(
-      batches_lib.task_sizes(tasks), config.mixture.scheme, temperature=config.mixture.temperature,
-      cap=config.mixture.cap, explicit=explicit)
+  weights_by_task = mixture.config_weights(config, batches_lib.task_sizes(tasks))
   logging.info("mixture: %s", {k: round(v, 4) for k, v in weights_by_task.items()})
 
   # --- Model, created already sharded --------------------------------------------------------------
