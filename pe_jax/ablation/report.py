@@ -218,7 +218,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
 
 
 def plot_transfer_matrix(report: Mapping[str, Any], path: pathlib.Path) -> None:
-  """Heat maps of the paired differences; a cell whose interval holds 0 is drawn white (neutral)."""
+  """Heat maps of the paired differences; a cell whose interval holds 0 is drawn pale (neutral), whatever its sign."""
   import matplotlib  # noqa: PLC0415 - plotting is optional at import time
 
   matplotlib.use("Agg")
@@ -249,7 +249,7 @@ def plot_transfer_matrix(report: Mapping[str, Any], path: pathlib.Path) -> None:
     image = ax.imshow(color, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), [_label(n).replace("*", "") for n in names])
-    ax.set_title(f"triplet accuracy, {title} (white: 95% interval holds 0)", fontsize=9)
+    ax.set_title(f"triplet accuracy, {title} (pale: the 95% interval holds 0)", fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)

@@ -10,7 +10,10 @@ noise: each replicate draws the seeds with replacement and, independently, the t
 replacement, and takes the mean of d over both draws; the interval is the 2.5th and 97.5th
 percentiles of `num_resamples` replicates. Drawing seeds captures the training noise (with one
 seed it cannot: the interval then holds the triplet noise alone, and says so by `num_seeds`);
-pairing removes the triplets' own difficulty, which both models share. A difference averaged over
+pairing removes the triplets' own difficulty, which both models share. Drawing both is
+conservative: each seed's mean already carries its triplet noise, which the triplet draw then adds
+once more (on 3 seeds of independent outcomes the interval comes out about 1.7x the exact one's
+width), so a verdict other than "within noise" is one to trust. A difference averaged over
 several tasks (what leaving one task out does to the others) draws each task's triplets
 independently and the seeds once for all of them.
 
