@@ -71,8 +71,13 @@ def training_config(config: ml_collections.ConfigDict, tasks: Sequence[str],
   c = config.copy_and_resolve_references()
   with c.unlocked():
     del c["ablation"]
-    if variant is not None:
-      c.update_from_flattened_dict(workdir.flatten(config.ablation.variants[variant].to_dict()))
+  if variant is not None:
+    changes = workdir.flatten(config.ablation.variants[variant].to_dict())
+    flat = workdir.flatten(workdir.config_to_dict(c))
+    unknown = sorted(k for k in changes if k not in flat)
+    if unknown:  # a typo would otherwise add a key nobody reads, and the variant would be the recipe
+      raise ValueError(f"ablation.variants.{variant}: {unknown} are not keys of the config")
+    c.update_from_flattened_dict(changes)
   for name in c.tasks:
     if name not in tasks:
       c.tasks[name].weight = 0.0
@@ -151,10 +156,7 @@ def plan_runs(config: ml_collections.ConfigDict, sizes: Mapping[str, int], num_s
       steps = steps_all * sum(all_blocks[u] for u in others) / sum(b.values())
       specs.append(("leave_one_out", run_name("leave_one_out", t), others, steps, b, None))
   for v in variants:
-    try:
-      b = blocks(trained, v)
-    except (KeyError, AttributeError, TypeError) as e:
-      raise ValueError(f"ablation.variants.{v}: {e}") from e
+    b = blocks(trained, v)
     specs.append(("variant", run_name("variant", v), tuple(trained), steps_all * sum(all_blocks.values())
                   / sum(b.values()), b, v))
 
