@@ -46,20 +46,25 @@ def paired_difference(diffs: Sequence[np.ndarray], *, num_resamples: int = 2_000
     raise ValueError(f"paired_difference: every array must be [num_seeds, num_triplets] with the same seeds; "
                      f"got shapes {[d.shape for d in diffs]}")
   rng = np.random.default_rng(seed)
-  # Drawing with replacement = multinomial counts: a replicate's mean is a weighted mean, computed
+  # A draw with replacement is a count per item: a replicate's mean is then a weighted mean, computed
   # for every replicate at once without materialising the resampled arrays.
-  seed_counts = rng.multinomial(num_seeds, np.full(num_seeds, 1 / num_seeds), size=num_resamples)
+  seed_counts = _counts(rng, num_seeds, num_resamples)
   replicates = np.zeros(num_resamples)
   for d in diffs:
     n = d.shape[1]
-    triplet_counts = rng.multinomial(n, np.full(n, 1 / n), size=num_resamples)  # [R, n]
-    per_seed = triplet_counts @ d.T / n  # [R, num_seeds]: each seed's mean over the drawn triplets
+    per_seed = _counts(rng, n, num_resamples) @ d.T / n  # [R, num_seeds]: each seed's mean over the drawn triplets
     replicates += (seed_counts * per_seed).sum(axis=1) / num_seeds
   replicates /= len(diffs)
   mean = float(np.mean([d.mean() for d in diffs]))
   low, high = np.quantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
   return {"mean": mean, "low": float(low), "high": float(high), "verdict": verdict(float(low), float(high)),
           "num_seeds": num_seeds, "num_triplets": int(sum(d.shape[1] for d in diffs))}
+
+
+def _counts(rng: np.random.Generator, n: int, num_resamples: int) -> np.ndarray:
+  """[num_resamples, n]: how often each of n items is drawn in n draws with replacement, per replicate."""
+  drawn = rng.integers(n, size=(num_resamples, n)) + n * np.arange(num_resamples)[:, None]
+  return np.bincount(drawn.ravel(), minlength=num_resamples * n).reshape(num_resamples, n).astype(np.float64)
 
 
 def verdict(low: float, high: float) -> str:
