@@ -2,8 +2,8 @@ r"""The ablation machinery end to end on a tiny random model and three real task
 
   python -m pe_jax.ablate --config configs/ablation/smoke.py --workdir /tmp/ablation
 
-Every task in every step (the recipe's schedule) on multitask.py's smoke model; one variant, the
-paper's one task per step, exercises the variant rows.
+Every task in every step and the PCA start (the recipe's) on multitask.py's smoke model; one
+variant, the paper's one task per step, exercises the variant rows.
 """
 
 from configs import multitask
@@ -15,6 +15,7 @@ def get_config(arg: str | None = None):
   c = multitask.get_config("smoke")
   c.mixture.scheme = "uniform"
   c.mixture.tasks_per_step = 0
+  c.model.projection_init = "pca"
   c.total_steps = 12
   c.checkpoint_every = 4
   c.eval.num_triplets = 100
