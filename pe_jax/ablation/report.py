@@ -26,6 +26,7 @@ import numpy as np
 from pe_jax.ablation import stats
 from pe_jax.ablation.plan import ALL, Run, run_name
 from pe_jax.evaluation.suite import MEAN_KEY
+from pe_jax.tasks import mixture
 
 JSON_FILE, MARKDOWN_FILE, PLOT_FILE = "transfer.json", "transfer.md", "transfer.png"
 TRIPLET = "triplet_acc"
@@ -110,7 +111,7 @@ def build_report(config: ml_collections.ConfigDict, runs: Sequence[Run],
       if name in reference or name.startswith(run_name("variant", "")):
         versus_all[name] = compare(name, ALL, trained)
 
-  return {
+  report = {
       "tasks": trained,
       "zero_shot": sorted(config.eval.zero_shot),
       "held_out_tasks": sorted(set(config.tasks) - set(trained)),
@@ -124,6 +125,11 @@ def build_report(config: ml_collections.ConfigDict, runs: Sequence[Run],
       "rows": rows, "transfer": transfer, "verdict": verdict,
       "leave_one_out": leave_one_out, "gives_others": gives_others, "versus_all": versus_all,
   }
+  if gives_others:  # what mixture.scheme="transfer" would make of this report, at the config's penalty
+    penalty = config.mixture.get("transfer_penalty", 0.0)
+    report["transfer_mixture"] = {"penalty": penalty,
+                                  "factors": mixture.transfer_factors(report, penalty=penalty)}
+  return report
 
 
 def _row_order(run: Run) -> tuple[int, str]:
@@ -210,6 +216,10 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     out += ["## What each task gives the others", "",
             "All tasks minus all but this task, averaged over the other tasks; > 0: the task helps them.", ""]
     out += [f"- {t}: {_interval(c)} ({c['verdict']})" for t, c in report["gives_others"].items()] + [""]
+    rule = report["transfer_mixture"]
+    out += [f"`mixture.scheme=\"transfer\"` on this file (a task whose interval lies below 0 gets "
+            f"transfer_penalty={rule['penalty']}, the others 1): "
+            + ", ".join(f"{t} {f:g}" for t, f in rule["factors"].items()), ""]
   if report["versus_all"]:
     out += ["## What each choice is worth: baselines and recipe variants minus all tasks", ""]
     out += [f"- {name}: `{json.dumps(change)}`" for name, change in report["variants"].items()]

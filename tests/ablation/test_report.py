@@ -62,6 +62,8 @@ def test_leave_one_out_says_which_task_hurts_the_others():
   assert report["gives_others"]["c"]["high"] < 0
   assert {report["gives_others"][t]["verdict"] for t in "ab"} == {stats.NEUTRAL}
   assert set(report["leave_one_out"]["without_a"]) == {"b", "c", "mean"}
+  assert report["transfer_mixture"] == {"penalty": 0.0, "factors": {"a": 1.0, "b": 1.0, "c": 0.0}}
+  assert "transfer_penalty=0.0, the others 1): a 1, b 1, c 0" in report_lib.to_markdown(report)
 
 
 def test_versus_all_rows_for_baselines_and_variants():
