@@ -79,8 +79,10 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   mesh = sharding_lib.make_mesh(config.mesh.to_dict())
   tasks = train_lib.build_tasks(config)
   runs = plan_lib.plan_runs(config, batches_lib.task_sizes(tasks), sharding_lib.data_parallel_size(mesh))
-  for run in runs:
-    warm_start.check_config(plan_lib.run_config(config, run))
+  for run in runs:  # a run's own workdir holds its config: a changed variant or recipe is named here
+    run_config = plan_lib.run_config(config, run)
+    warm_start.check_config(run_config)
+    workdir_lib.check_config(workdir / run.path, run_config)
   _check_fingerprint(workdir, config)
   workdir_lib.check_config(workdir, config, file=ABLATION_FILE, resumable=EXTENSIBLE)
   todo = [r for r in runs if not (workdir / r.path / RESULT_FILE).exists()]
