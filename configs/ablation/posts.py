@@ -16,7 +16,8 @@ run are TOTAL_STEPS steps of one 16-anchor block per task: 1,008 anchors per tas
 by ablation.min_anchors). 2,500 fixed triplets per task (a cell's triplet standard error <= 0.01).
 Seeds 0, 1, 2 for single and all-tasks runs; leave-one-out and the recipe variants (the rows of
 what each choice is worth) on seed 0. `--dry_run` prints every run and the estimated time; on the 2
-cores of the development machine about 8 hours (ablation.seconds_per_text, seconds_per_eval).
+cores of the development machine, shared, about 9.2 hours (ablation.seconds_per_text,
+seconds_per_eval); the transfer-mixture run adds half an hour.
 """
 
 import ml_collections
@@ -97,9 +98,11 @@ def ablation(*, seeds=(0,), kinds=("single", "all", "leave_one_out", "variant"),
       baselines=("base", "base_pca"),
       pca_fit_posts=3_000,  # training posts the PCA baseline is fitted on
       min_anchors=MIN_ANCHORS,  # per task in every single and all-tasks run, or the plan is refused
-      # The plan's time estimate on the development machine (2 busy EPYC cores): a training text
-      # through the encoder, forward, backward and the distillation teacher (51,840 posts in 50
-      # minutes for configs/multitask.py:cpu, docs/results.md), and one evaluation of the suite.
-      seconds_per_text=0.06,
-      seconds_per_eval=240.0,
+      # The plan's time estimate on the development machine (2 EPYC cores shared with other jobs),
+      # measured on only_hate at load average ~12: a training text through the encoder, forward,
+      # backward and the distillation teacher (4.55 s a step of 48 texts; 0.058 s a text when the
+      # machine is quieter, docs/results.md), and a run's start-up (model, PCA start, compiling:
+      # ~45 s) plus one evaluation of this suite (240 s; the base's, suite loading included, 305 s).
+      seconds_per_text=0.095,
+      seconds_per_eval=285.0,
   ))

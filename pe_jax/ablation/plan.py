@@ -208,7 +208,8 @@ def run_config(config: ml_collections.ConfigDict, run: Run) -> ml_collections.Co
 
 
 def estimate_seconds(config: ml_collections.ConfigDict, runs: Sequence[Run], num_evaluations: int) -> float:
-  """The ablation's wall time from the config's documented per-post and per-evaluation costs."""
+  """The ablation's wall time from the config's documented costs: ablation.seconds_per_text (a training
+  text through the encoder) and ablation.seconds_per_eval (a run's start-up and one evaluation)."""
   texts = sum(r.texts(config.batch_size) for r in runs)
   return texts * config.ablation.seconds_per_text + num_evaluations * config.ablation.seconds_per_eval
 
