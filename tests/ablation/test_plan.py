@@ -120,7 +120,7 @@ def test_bad_ablations_are_named(change, message):
 def test_a_variant_naming_an_unknown_key_is_named():
   config = smoke.get_config()
   config.ablation.variants.one_task_per_step.mixture.tasks_per_stp = 1
-  with pytest.raises(ValueError, match=r"ablation.variants.one_task_per_step: \['mixture.tasks_per_stp'\] are not keys"):
+  with pytest.raises(ValueError, match=r"variants.one_task_per_step: \['mixture.tasks_per_stp'\] are not keys"):
     plan_lib.plan_runs(config, SIZES, num_shards=1)
   config.ablation.variants = {}
   with pytest.raises(ValueError, match="ablation.variants is empty"):

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from configs.ablation import smoke
 from pe_jax.ablation import report as report_lib

@@ -40,7 +40,8 @@ def test_an_ablation_trains_scores_and_reports(finished):
     result = json.loads((single / runner_lib.RESULT_FILE).read_text())["results"]
     assert outcomes["emotion"].mean() / 2 == pytest.approx(result["emotion/triplet_acc"])
   # Both runs of the seed start from the one PCA fit, made once.
-  init = [(workdir / r / warm_start.PROJECTION_INIT_FILE).read_bytes() for r in ("runs/all/seed_0", "runs/only_emotion/seed_0")]
+  init = [(workdir / "runs" / r / "seed_0" / warm_start.PROJECTION_INIT_FILE).read_bytes()
+          for r in ("all", "only_emotion")]
   assert init[0] == init[1] == (workdir / "cache/projection_init_seed_0.npz").read_bytes()
   assert (workdir / report_lib.PLOT_FILE).stat().st_size > 0 and (workdir / report_lib.MARKDOWN_FILE).exists()
 
