@@ -57,6 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                for name in HELD_OUT}
   zero_shot.update(multitask.ZERO_SHOT if gpu else {name: multitask.ZERO_SHOT[name] for name in ZERO_SHOT})
   c = multitask.recipe({n: multitask.LABELING_TASKS[n] for n in TRAINED}, zero_shot, base="minilm-l6")
+  # Every run distills the same pairs: a single-task run has one block a step, so pairs across
+  # blocks would leave it without distillation while the all-tasks run keeps it.
+  c.distill.pairs = "all"
   c.total_steps = 500 if gpu else TOTAL_STEPS
   c.optimizer.warmup_steps = 50 if gpu else 8
   c.checkpoint_every = 100 if gpu else 21
