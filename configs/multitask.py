@@ -152,13 +152,17 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
     ))
 
   c.mixture = ml_collections.ConfigDict(dict(
-      scheme="uniform",  # proportional | temperature | uniform | explicit
+      scheme="uniform",  # proportional | temperature | uniform | explicit | transfer
       temperature=2.0,
       cap=20_000,  # sizes above the cap count as the cap
       # Task blocks per step: 0 = every task in every step (one block each; the mixture weights the
       # losses); k = k blocks drawn by the mixture; 1 with per_shard = the paper's one task per device.
       tasks_per_step=0,
       per_shard=True,  # shards (blocks) take different tasks where they can
+      # scheme "transfer": an ablation's transfer.json; tasks that measurably hurt the others get
+      # transfer_penalty (0 drops them), the rest 1 (pe_jax/tasks/mixture.py: transfer_factors)
+      transfer_file=ml_collections.config_dict.placeholder(str),
+      transfer_penalty=0.0,
   ))
   # Relational distillation: weight on the mean squared difference between the batch's pairwise cosines
   # and the frozen teacher's: "base" (the pretrained encoder at full width) or "init" (the model as it

@@ -222,6 +222,16 @@ CASES = [
     Case("ablate-unknown-config-file", "pe_jax.ablate",
          ("--config={repo}/configs/ablation/smok.py", "--workdir={d}/a"), 2,
          ("smok.py: no such config file", "configs/ablation/smoke.py'?)")),
+    Case("ablate-empty-seed-list", "pe_jax.ablate",
+         ("--config={repo}/configs/ablation/smoke.py", "--workdir={d}/a", "--config.ablation.seeds=()"), 1,
+         ("ablation.seeds is empty",)),
+    Case("ablate-too-few-anchors", "pe_jax.ablate",
+         ("--config={repo}/configs/ablation/smoke.py", "--workdir={d}/a", "--config.ablation.min_anchors=1000"), 1,
+         ("ablation.min_anchors=1000: task 'emotion' gets 96 anchors in run only_emotion", "raise total_steps to >= 125")),
+    Case("ablate-workdir-of-another-results-format", "pe_jax.ablate",
+         ("--config={repo}/configs/ablation/smoke.py", "--workdir={d}/a"), 1,
+         ("a holds an ablation of results format 1", "use a new --workdir"), write("a/ablation.json", "{}"),
+         writes=("a/log.txt",)),  # the command line's log goes to an existing workdir
     # --- pe_jax.export --------------------------------------------------------------------------------
     Case("export-unknown-format", "pe_jax.export", ("--workdir={d}/wd", "--format=onx", "--out={d}/out"), 2,
          ("unknown export format 'onx'", "(did you mean 'onnx'?)"), copy("untrained", "wd")),

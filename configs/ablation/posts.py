@@ -1,13 +1,23 @@
-r"""Positive transfer on the post-task suite with all-MiniLM-L6-v2, at a budget this CPU can afford.
+r"""Positive transfer on the post-task suite with all-MiniLM-L6-v2, on the recipe of configs/multitask.py.
 
+  python -m pe_jax.ablate --config configs/ablation/posts.py --workdir workdirs/ablation --dry_run   # the plan
   python -m pe_jax.ablate --config configs/ablation/posts.py --workdir workdirs/ablation
+  python -m pe_jax.ablate --config configs/ablation/posts.py:transfer=workdirs/ablation/transfer.json \
+      --workdir workdirs/ablation          # then: all tasks under the mixture learnt from the ablation
+  python -m pe_jax.ablate --config configs/ablation/posts.py:gpu --workdir ...                      # accelerator
 
 Six labeling tasks train (topic, emoji, emotion, sentiment, hate, offensive); irony and the five
-stance targets are held out of every run, so they and the pair/STS/retrieval sets are zero-shot.
-Uniform mixing gives every task the same budget: all tasks 72 steps x 16 pairs = 12 steps (192
-anchors) per task, so each single-task run is 12 steps and each leave-one-out run 60. 13 runs, 504
-steps, 15 evaluations (300 triplets per task): about 1.5 hours on 2 busy CPU cores. Scale
-`total_steps`, `eval.num_triplets` and `ablation.seeds` on an accelerator.
+stance targets are held out of every run, so they and STS-B are zero-shot. The recipe is
+multitask.recipe's as it stands (every task in every step, label-aware in-batch loss, PCA start,
+distillation at the recipe's weight); this file sets only the budget and the suite.
+
+CPU budget: every task in every step, so the all-tasks run and every single-task and leave-one-out
+run are TOTAL_STEPS steps of one 16-anchor block per task: 1,008 anchors per task (>= 1,000, checked
+by ablation.min_anchors). 2,500 fixed triplets per task (a cell's triplet standard error <= 0.01).
+Seeds 0, 1, 2 for single and all-tasks runs; leave-one-out and the recipe variants (the rows of
+what each choice is worth) on seed 0. `--dry_run` prints every run and the estimated time; on the 2
+cores of the development machine, shared, about 9.2 hours (ablation.seconds_per_text,
+seconds_per_eval); the transfer-mixture run adds half an hour.
 """
 
 import ml_collections
@@ -17,45 +27,85 @@ from configs import multitask
 TRAINED = ("topic", "emoji", "emotion", "sentiment", "hate", "offensive")
 HELD_OUT = ("irony", "stance_abortion", "stance_atheism", "stance_climate", "stance_feminist", "stance_hillary")
 # Scored after every run. tweet_topic_xl, PAWS-X and MS MARCO (configs/multitask.py's other zero-shot
-# sets, 10,000 texts) are left to `pe_jax.evaluate` on the runs that matter: on this CPU they would
-# double the cost of each run.
+# sets, 10,000 texts) are left to `pe_jax.evaluate` on the runs that matter on CPU (they would double
+# the cost of each run); the gpu variant scores them everywhere.
 ZERO_SHOT = ("zs_sts",)
-NUM_TRIPLETS = 300
+NUM_TRIPLETS = 2_500  # per trained task; the held-out tasks' test splits are small, 300 each
+HELD_OUT_TRIPLETS = 300
+MIN_ANCHORS = 1_000
+TOTAL_STEPS = 63  # x 16 anchors = 1,008 per task in every run
+VARIANTS = ("gpu", "transfer", "other_sets")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: None (the ablation) or "other_sets" (no tasks: the zero-shot sets the ablation leaves out,
-  for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`)."""
-  if arg not in (None, "", "other_sets"):
-    raise ValueError(f"unknown variant {arg!r}; known: other_sets")
-  if arg == "other_sets":
+  """`arg`: comma-separated switches. "gpu": the accelerator scale (all seeds everywhere, 8,000
+  anchors and 5,000 triplets per task, every zero-shot set). "transfer=PATH": adds the variant
+  `transfer_mixture`, all tasks under mixture.scheme="transfer" from PATH (an ablation's
+  transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU ablation leaves out,
+  for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`."""
+  args = multitask._parse(arg)  # noqa: SLF001 - the switch syntax configs share
+  for key in args:
+    if key not in VARIANTS:
+      raise ValueError(f"unknown config switch {key!r}; known: {', '.join(VARIANTS)}")
+  if "other_sets" in args:
     others = {n: z for n, z in multitask.ZERO_SHOT.items() if n not in ZERO_SHOT}
     others["zs_topic_xl"] = dict(others["zs_topic_xl"], num_triplets=1_000)
     return multitask.recipe({}, others, base="minilm-l6")
+  gpu = "gpu" in args
   zero_shot = {f"zs_{name}": dict(kind="triplet", dataset=multitask.LABELING_TASKS[name][0],
-                                  split=multitask.LABELING_TASKS[name][2], num_triplets=NUM_TRIPLETS)
+                                  split=multitask.LABELING_TASKS[name][2], num_triplets=HELD_OUT_TRIPLETS)
                for name in HELD_OUT}
-  zero_shot.update({name: multitask.ZERO_SHOT[name] for name in ZERO_SHOT})
+  zero_shot.update(multitask.ZERO_SHOT if gpu else {name: multitask.ZERO_SHOT[name] for name in ZERO_SHOT})
   c = multitask.recipe({n: multitask.LABELING_TASKS[n] for n in TRAINED}, zero_shot, base="minilm-l6")
-  c.mixture.scheme = "uniform"
-  c.mixture.tasks_per_step = 1  # the planner's matched budgets count one task block per shard and step
-  c.distill.pairs = "all"  # one block per step: no pair across blocks to hold
-  c.batch_size = 16
-  c.total_steps = 72
-  c.optimizer.warmup_steps = 8
-  c.checkpoint_every = 12
-  c.log_every = 5
-  c.eval.num_triplets = NUM_TRIPLETS
+  # Every run distills the same pairs: a single-task run has one block a step, so pairs across
+  # blocks would leave it without distillation while the all-tasks run keeps it.
+  c.distill.pairs = "all"
+  c.total_steps = 500 if gpu else TOTAL_STEPS
+  c.optimizer.warmup_steps = 50 if gpu else 8
+  c.checkpoint_every = 100 if gpu else 21
+  c.log_every = 10 if gpu else 5
+  c.eval.num_triplets = 5_000 if gpu else NUM_TRIPLETS
   c.eval.knn = ml_collections.ConfigDict(dict(k=10, max_train=300, max_test=200))
-  c.ablation = ablation(seeds=(0,))
+  if gpu:
+    c.model.encoder.dtype = "bfloat16"
+  c.ablation = ablation(seeds=(0, 1, 2), leave_one_out_seeds=() if gpu else (0,),
+                        variant_seeds=() if gpu else (0,), variants=recipe_variants(c))
+  if gpu:
+    # Not measured yet: a guess for one H200 (MiniLM-L6, bf16); the first run's ETA corrects it.
+    c.ablation.update(dict(seconds_per_text=0.0005, seconds_per_eval=30.0))
+  if "transfer" in args:
+    c.ablation.variants.transfer_mixture = ml_collections.ConfigDict(
+        {"mixture": {"scheme": "transfer", "transfer_file": args["transfer"]}})
   return c
 
 
-def ablation(*, seeds=(0,), kinds=("single", "all", "leave_one_out"), tasks=()) -> ml_collections.ConfigDict:
+def recipe_variants(c: ml_collections.ConfigDict) -> dict[str, dict]:
+  """The rows of what each choice of the recipe is worth: each switches one choice of `c` to the
+  paper's (configs/multitask.py: paper_recipe) and trains all tasks on the same anchors."""
+  return {
+      "one_task_per_step": {"mixture": {"tasks_per_step": 1}},
+      "bce": {"tasks": {n: {"loss": "bce", "bias_from_data": True, "labels_per_block": 0} for n in c.tasks}},
+      "no_distill": {"distill": {"weight": 0.0}},
+  }
+
+
+def ablation(*, seeds=(0,), kinds=("single", "all", "leave_one_out", "variant"), tasks=(),
+             leave_one_out_seeds=(), variant_seeds=(), variants=None) -> ml_collections.ConfigDict:
   """The ablation section: which runs (`kinds`, for `tasks`, empty = every trained task) and seeds."""
   return ml_collections.ConfigDict(dict(
       kinds=kinds, tasks=tasks, seeds=seeds,
-      leave_one_out_seeds=(),  # empty: the same seeds; (0,) when leave-one-out on every seed costs too much
+      leave_one_out_seeds=leave_one_out_seeds,  # empty: the same seeds
+      variant_seeds=variant_seeds,  # empty: the same seeds
+      # name -> nested config changes, each an all-tasks run on the same anchors (plan.py)
+      variants=variants or {},
       baselines=("base", "base_pca"),
       pca_fit_posts=3_000,  # training posts the PCA baseline is fitted on
+      min_anchors=MIN_ANCHORS,  # per task in every single and all-tasks run, or the plan is refused
+      # The plan's time estimate on the development machine (2 EPYC cores shared with other jobs),
+      # measured on only_hate at load average ~12: a training text through the encoder, forward,
+      # backward and the distillation teacher (4.55 s a step of 48 texts; 0.058 s a text when the
+      # machine is quieter, docs/results.md), and a run's start-up (model, PCA start, compiling:
+      # ~45 s) plus one evaluation of this suite (240 s; the base's, suite loading included, 305 s).
+      seconds_per_text=0.095,
+      seconds_per_eval=285.0,
   ))

@@ -33,8 +33,9 @@ def base_embedder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) ->
 
 
 def evaluate_baselines(config: ml_collections.ConfigDict, suite, tasks: Mapping[str, PairTask],
-                       mesh: jax.sharding.Mesh, names: Sequence[str]) -> dict[str, dict[str, float]]:
-  """{baseline: suite results} for the baselines in `names`."""
+                       mesh: jax.sharding.Mesh, names: Sequence[str]
+                       ) -> dict[str, tuple[dict[str, float], dict[str, np.ndarray]]]:
+  """{baseline: (suite results, per-triplet outcomes)} for the baselines in `names`."""
   embedder = suite_lib.memoized(base_embedder(config, mesh))  # both baselines embed the same texts
   embed_fns: dict[str, Callable[[Sequence[str]], np.ndarray]] = {}
   if BASE in names:
@@ -46,4 +47,8 @@ def evaluate_baselines(config: ml_collections.ConfigDict, suite, tasks: Mapping[
     fit = embedder(sample_posts(tasks, config.ablation.pca_fit_posts, config.seed))
     projection = metrics_lib.pca_reduce(fit, dim)
     embed_fns[BASE_PCA] = lambda texts: projection(embedder(texts))
-  return {name: suite_lib.run_suite(suite, fn, tasks=list(config.tasks)) for name, fn in embed_fns.items()}
+  scored = {}
+  for name, fn in embed_fns.items():
+    outcomes: dict[str, np.ndarray] = {}
+    scored[name] = (suite_lib.run_suite(suite, fn, tasks=list(config.tasks), outcomes=outcomes), outcomes)
+  return scored

@@ -97,9 +97,14 @@ class TripletEvaluator(Evaluator):
     self._used = np.unique(np.concatenate(triplet))
     self._triplet = tuple(np.searchsorted(self._used, t) for t in triplet)
 
+  def outcomes(self, embed_fn: EmbedFn) -> np.ndarray:
+    """Per-triplet outcome (1 right, 1/2 tie, 0 wrong), float [num_triplets], the triplets in a fixed order."""
+    with _named(self.kind, self.data.name):
+      (emb,) = embed_texts(embed_fn, [self.data.texts[i] for i in self._used])
+      return metrics.triplet_outcomes(emb, *self._triplet)
+
   def _evaluate(self, embed_fn: EmbedFn) -> dict[str, float]:
-    (emb,) = embed_texts(embed_fn, [self.data.texts[i] for i in self._used])
-    return {"triplet_acc": metrics.triplet_accuracy(emb, *self._triplet)}
+    return {"triplet_acc": float(self.outcomes(embed_fn).mean())}
 
 
 class _ProbeEvaluator(Evaluator):

@@ -171,6 +171,15 @@ def triplet_accuracy(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
 
   `emb` is [N, D]; the three index arrays (same length) pick rows of it.
   """
+  return float(triplet_outcomes(emb, anchor, positive, negative).mean())
+
+
+def triplet_outcomes(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
+                     negative: np.ndarray) -> np.ndarray:
+  """Per triplet: 1 if cos(anchor, positive) > cos(anchor, negative), 1/2 on a tie, else 0; float [T].
+
+  What paired comparisons of two models on the same triplets need (`triplet_accuracy` is the mean).
+  """
   emb = l2_normalize(emb, metric="triplet_accuracy")
   idx = [np.asarray(i) for i in (anchor, positive, negative)]
   if not len(idx[0]) == len(idx[1]) == len(idx[2]):
@@ -185,8 +194,7 @@ def triplet_accuracy(emb: np.ndarray, anchor: np.ndarray, positive: np.ndarray,
           f"triplet_accuracy: {name} must hold integer row indices in [0, {len(emb)})")
   a, p, n = (emb[i].astype(np.float64) for i in idx)
   margin = np.einsum("td,td->t", a, p) - np.einsum("td,td->t", a, n)
-  wins = np.where(np.abs(margin) <= _TIE_ATOL, 0.5, (margin > 0).astype(np.float64))
-  return float(wins.mean())
+  return np.where(np.abs(margin) <= _TIE_ATOL, 0.5, (margin > 0).astype(np.float64))
 
 
 # ----------------------------------------------------------------------------- pairs

@@ -63,6 +63,10 @@ class TaskEvaluators:
   def run(self, embed_fn: EmbedFn) -> dict[str, float]:
     return {k: v for e in self.evaluators for k, v in e.run(embed_fn).items()}
 
+  def outcomes(self, embed_fn: EmbedFn) -> np.ndarray:
+    (triplets,) = [e for e in self.evaluators if isinstance(e, TripletEvaluator)]
+    return triplets.outcomes(embed_fn)
+
 
 def memoized(embed_fn: EmbedFn) -> EmbedFn:
   """`embed_fn` that embeds each distinct text once: evaluators of one task share most texts."""
@@ -82,13 +86,19 @@ def memoized(embed_fn: EmbedFn) -> EmbedFn:
 
 
 def run_suite(suite: Mapping[str, Evaluator | TaskEvaluators], embed_fn: EmbedFn, *,
-              tasks: Sequence[str] = ()) -> dict[str, float]:
-  """Flat {"<name>/<metric>": value}, plus the mean triplet accuracy over `tasks` (the config's)."""
+              tasks: Sequence[str] = (), outcomes: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+  """Flat {"<name>/<metric>": value}, plus the mean triplet accuracy over `tasks` (the config's).
+
+  `outcomes`, when given, receives each triplet set's per-triplet outcomes by name (for paired
+  statistics between models scored on the same triplets); the texts are embedded once either way.
+  """
   embed_fn = memoized(embed_fn)
   results = {}
   for name, evaluator in suite.items():
     for metric, value in evaluator.run(embed_fn).items():
       results[f"{name}/{metric}"] = float(value)
+    if outcomes is not None and hasattr(evaluator, "outcomes"):
+      outcomes[name] = evaluator.outcomes(embed_fn)
   per_task = [results[f"{t}/triplet_acc"] for t in tasks if f"{t}/triplet_acc" in results]
   if per_task:
     results[MEAN_KEY] = float(np.mean(per_task))

@@ -9,11 +9,13 @@ reordering tasks in a config changes nothing.
 
 from __future__ import annotations
 
+import json
+import pathlib
 from collections.abc import Mapping
 
 import numpy as np
 
-SCHEMES = ("proportional", "temperature", "uniform", "explicit")
+SCHEMES = ("proportional", "temperature", "uniform", "explicit", "transfer")
 
 # Leads every seed list so that schedule draws can never coincide with a task's data draws
 # (numpy's SeedSequence treats [a, b] and [a, b, 0] alike, so distinct lengths are not enough).
@@ -27,11 +29,13 @@ def mixture_weights(
     temperature: float = 1.0,
     cap: int | None = None,
     explicit: Mapping[str, float] | None = None,
+    transfer: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
   """Sampling weight of each task, normalised to sum 1; tasks whose weight is 0 are left out.
 
   Schemes: "proportional" (min(size, cap)), "temperature" (seqio's min(size, cap) ** (1 / T)),
-  "uniform" (1 each) and "explicit" (`explicit` gives every task's weight). Under the other schemes
+  "uniform" (1 each), "explicit" (`explicit` gives every task's weight) and "transfer" (`transfer`
+  gives them: `transfer_factors` of an ablation's measured effects). Under the other schemes
   `explicit` multiplies the named tasks' weights, so `explicit={"hate": 0}` is leave-one-out and
   `explicit={t: 0 for t in others}` is single-task, both as config overrides.
   """
@@ -56,6 +60,11 @@ def mixture_weights(
     if missing:
       raise ValueError(f"scheme 'explicit' needs a weight for every task; missing {missing}")
     raw = {task: float(explicit[task]) for task in sizes}
+  elif scheme == "transfer":
+    missing = sorted(set(sizes) - set(transfer or {}))
+    if missing:
+      raise ValueError(f"scheme 'transfer' needs a factor for every task; missing {missing}")
+    raw = {task: float(transfer[task]) * float(explicit.get(task, 1.0)) for task in sizes}
   else:
     raw = {}
     for task, size in sizes.items():
@@ -68,6 +77,49 @@ def mixture_weights(
   if total <= 0:
     raise ValueError(f"every task's weight is 0 (tasks {sorted(sizes)}); nothing left to train on")
   return {task: weight / total for task, weight in raw.items() if weight > 0}
+
+
+def transfer_factors(report: Mapping, *, penalty: float) -> dict[str, float]:
+  """The "transfer" scheme's rule: a task that measurably hurts the others gets `penalty`, every
+  other task 1.
+
+  `report` is an ablation's transfer.json. Its "gives_others" entry holds, per left-out task t, the
+  paired difference all tasks - all but t, averaged over the other trained tasks, with a 95%
+  interval (pe_jax/ablation/stats.py). t hurts the others when that interval lies wholly below 0:
+  leaving t out made them measurably better. A task inside the noise, one that helps, and one the
+  ablation did not leave out keep 1, so without clear evidence the mixture stays uniform.
+  penalty 0 drops such a task; 0.5 halves its loss weight.
+  """
+  if not 0 <= penalty <= 1:
+    raise ValueError(f"config.mixture.transfer_penalty must be in [0, 1], got {penalty}")
+  effects = report.get("gives_others") or {}
+  if not effects:
+    raise ValueError("the transfer file holds no leave-one-out effects ('gives_others'); run the ablation "
+                     "with 'leave_one_out' in ablation.kinds first")
+  factors = {task: 1.0 for task in report["tasks"]}
+  for task, effect in effects.items():
+    if effect["high"] < 0:
+      factors[task] = float(penalty)
+  return factors
+
+
+def config_weights(config, sizes: Mapping[str, int]) -> dict[str, float]:
+  """`mixture_weights` as a training config (`config.mixture`, `config.tasks[t].weight`) asks for them."""
+  explicit = {name: spec.weight for name, spec in config.tasks.items() if name in sizes}
+  transfer = None
+  if config.mixture.scheme == "transfer":
+    path = config.mixture.get("transfer_file")
+    if not path:
+      raise ValueError("config.mixture.scheme='transfer' needs config.mixture.transfer_file (an ablation's "
+                       "transfer.json)")
+    try:
+      report = json.loads(pathlib.Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"config.mixture.transfer_file={path!r}: cannot read it ({e})") from e
+    factors = transfer_factors(report, penalty=config.mixture.get("transfer_penalty", 0.0))
+    transfer = {t: factors.get(t, 1.0) for t in sizes}
+  return mixture_weights(sizes, config.mixture.scheme, temperature=config.mixture.temperature,
+                         cap=config.mixture.cap, explicit=explicit, transfer=transfer)
 
 
 def task_order(weights: Mapping[str, float]) -> list[str]:

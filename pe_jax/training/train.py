@@ -124,10 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   num_shards = sharding_lib.data_parallel_size(mesh)
   warm_start.check_distill_pairs(config, num_shards * batches_lib.blocks_per_shard(
       config.mixture.get("tasks_per_step", 1), len(tasks), num_shards))
-  explicit = {n: t.weight for n, t in config.tasks.items() if n in tasks}
-  weights_by_task = mixture.mixture_weights(
-      batches_lib.task_sizes(tasks), config.mixture.scheme, temperature=config.mixture.temperature,
-      cap=config.mixture.cap, explicit=explicit)
+  weights_by_task = mixture.config_weights(config, batches_lib.task_sizes(tasks))
   logging.info("mixture: %s", {k: round(v, 4) for k, v in weights_by_task.items()})
 
   # --- Model, created already sharded --------------------------------------------------------------

@@ -81,24 +81,33 @@ def fit_projection(config: ml_collections.ConfigDict, model: PostEmbeddingModel,
   `embedder` embeds with `model.encoder.without_projection(normalize=False)`. The projection computes (pooled - mean) @ axes,
   i.e. kernel = axes.T and bias = -mean @ axes.T; the saved fit is reused when it exists.
   """
-  path = workdir / PROJECTION_INIT_FILE
-  if path.exists():
-    with np.load(path) as saved:
-      kernel, bias = saved["kernel"], saved["bias"]
-  else:
-    posts = sample_posts(tasks, config.model.pca_fit_posts, config.seed)
-    dim = config.model.encoder.projection_dim
-    if len(posts) <= dim:
-      raise ValueError(f"config.model.pca_fit_posts: the tasks gave {len(posts)} posts, not more than the "
-                       f"projection dimension {dim}")
-    fit = metrics_lib.pca_reduce(embedder(posts), dim, normalize=False)
-    kernel, bias = fit.components.T, -fit.mean @ fit.components.T
-    if jax.process_index() == 0:
-      _save_atomically(path, kernel=kernel, bias=bias, num_posts=len(posts))
-    logging.info("projection initialised by PCA on %d training posts", len(posts))
+  kernel, bias = projection_fit(config, embedder, tasks, workdir / PROJECTION_INIT_FILE)
   projection = model.encoder.projection
   projection.kernel[...] = jnp.asarray(kernel, projection.kernel.dtype).reshape(projection.kernel.shape)
   projection.bias[...] = jnp.asarray(bias, projection.bias.dtype).reshape(projection.bias.shape)
+
+
+def projection_fit(config: ml_collections.ConfigDict, embedder: Embedder, tasks: Mapping[str, PairTask],
+                   path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+  """(kernel, bias) of the PCA projection saved at `path`, fitted and saved there first if absent.
+
+  Ablations fit it once per seed on all their tasks' posts and place the file in each run's workdir,
+  so every run of a seed starts from the same projection (pe_jax/ablation/runner.py).
+  """
+  if path.exists():
+    with np.load(path) as saved:
+      return saved["kernel"], saved["bias"]
+  posts = sample_posts(tasks, config.model.pca_fit_posts, config.seed)
+  dim = config.model.encoder.projection_dim
+  if len(posts) <= dim:
+    raise ValueError(f"config.model.pca_fit_posts: the tasks gave {len(posts)} posts, not more than the "
+                     f"projection dimension {dim}")
+  fit = metrics_lib.pca_reduce(embedder(posts), dim, normalize=False)
+  kernel, bias = fit.components.T, -fit.mean @ fit.components.T
+  if jax.process_index() == 0:
+    _save_atomically(path, kernel=kernel, bias=bias, num_posts=len(posts))
+  logging.info("projection initialised by PCA on %d training posts", len(posts))
+  return kernel, bias
 
 
 def set_head_biases(config: ml_collections.ConfigDict, model: PostEmbeddingModel, embedder: Embedder,

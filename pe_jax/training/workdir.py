@@ -33,11 +33,12 @@ RESUMABLE_CHANGES = ("total_steps", "log_every", "checkpoint_every", "eval_every
                      "data_dir", "tfds_dir", "eval.", "mesh.")
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """{"a.b.c": leaf} of a nested dict."""
   if isinstance(d, dict):
     out = {}
     for k, v in d.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     return out
   return {prefix[:-1]: d}
 
@@ -53,7 +54,7 @@ def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, fi
   path = workdir / file
   if not path.exists():
     return
-  a, b = _flatten(json.loads(path.read_text())), _flatten(config_to_dict(config))
+  a, b = flatten(json.loads(path.read_text())), flatten(config_to_dict(config))
   differs = sorted(k for k in set(a) | set(b)
                    if a.get(k, "<absent>") != b.get(k, "<absent>") and not k.startswith(resumable))
   if differs:

@@ -1,7 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 
-from pe_jax.tasks.mixture import mixture_weights, shard_share, task_order, task_schedule
+from pe_jax.tasks.mixture import (config_weights, mixture_weights, shard_share, task_order, task_schedule,
+                                  transfer_factors)
 
 SIZES = {"emoji": 45_000, "hate": 9_000, "irony": 2_862, "stance": 587}
 
@@ -128,3 +131,57 @@ def test_schedule_rejects_zero_weights_and_bad_arguments():
     task_schedule({"a": 1.0}, seed=0, step=0, num_shards=0, per_shard=False)
   with pytest.raises(ValueError, match="step"):
     task_schedule({"a": 1.0}, seed=0, step=-1, num_shards=1, per_shard=False)
+
+
+# --- scheme "transfer": weights from an ablation's measured leave-one-out effects ---------------------
+
+def _effect(mean, low, high):
+  return {"mean": mean, "low": low, "high": high}
+
+
+TRANSFER_REPORT = {"tasks": sorted(SIZES), "gives_others": {
+    "emoji": _effect(-0.03, -0.05, -0.01),  # leaving emoji out measurably helped the others: it hurts them
+    "hate": _effect(-0.01, -0.03, 0.01),  # inside the noise: kept
+    "irony": _effect(0.02, 0.01, 0.03),  # helps the others
+}}  # stance was not left out: kept
+
+
+def test_transfer_rule_penalises_only_a_task_that_measurably_hurts_the_others():
+  assert transfer_factors(TRANSFER_REPORT, penalty=0.0) == {"emoji": 0.0, "hate": 1.0, "irony": 1.0, "stance": 1.0}
+  assert transfer_factors(TRANSFER_REPORT, penalty=0.5)["emoji"] == 0.5
+  w = mixture_weights(SIZES, "transfer", transfer=transfer_factors(TRANSFER_REPORT, penalty=0.0))
+  assert w == pytest.approx({"hate": 1 / 3, "irony": 1 / 3, "stance": 1 / 3})  # emoji dropped
+
+
+def test_transfer_mixture_reads_the_file_a_config_names(tmp_path):
+  from configs.ablation import smoke
+
+  path = tmp_path / "transfer.json"
+  path.write_text(json.dumps(TRANSFER_REPORT))
+  config = smoke.get_config()
+  config.mixture.scheme, config.mixture.transfer_file, config.mixture.transfer_penalty = "transfer", str(path), 0.5
+  w = config_weights(config, {"emoji": 10, "hate": 10, "irony": 10})
+  assert w == pytest.approx({"emoji": 0.2, "hate": 0.4, "irony": 0.4})
+
+
+@pytest.mark.parametrize("report, penalty, match", [
+    ({"tasks": ["emoji"], "gives_others": {}}, 0.0, "no leave-one-out effects"),
+    (TRANSFER_REPORT, 2.0, r"transfer_penalty must be in \[0, 1\]"),
+])
+def test_bad_transfer_inputs_are_named(report, penalty, match):
+  with pytest.raises(ValueError, match=match):
+    transfer_factors(report, penalty=penalty)
+
+
+def test_transfer_scheme_needs_its_file_and_a_factor_per_task(tmp_path):
+  from configs.ablation import smoke
+
+  config = smoke.get_config()
+  config.mixture.scheme = "transfer"
+  with pytest.raises(ValueError, match="config.mixture.transfer_file"):
+    config_weights(config, {"emotion": 10})
+  config.mixture.transfer_file = str(tmp_path / "missing.json")
+  with pytest.raises(ValueError, match="missing.json.*cannot read it"):
+    config_weights(config, {"emotion": 10})
+  with pytest.raises(ValueError, match=r"missing \['stance'\]"):
+    mixture_weights(SIZES, "transfer", transfer={"emoji": 1, "hate": 1, "irony": 1})
