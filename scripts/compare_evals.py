@@ -89,7 +89,8 @@ def plot(results: list[dict[str, float]], names: list[str], x: str, y: str, path
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   for i, (name, r) in enumerate(zip(names, results)):
     ax.scatter(r[x], r[y], marker="*" if i == 0 else "o", s=140 if i == 0 else 50, zorder=3)
-    ax.annotate(name, (r[x], r[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    # Alternate labels above and below their points: neighbours (seeds of one recipe) stay readable.
+    ax.annotate(name, (r[x], r[y]), textcoords="offset points", xytext=(6, 4 if i % 2 else -11), fontsize=8)
   ax.axvline(results[0][x], color="grey", lw=0.8, ls=":")
   ax.axhline(results[0][y], color="grey", lw=0.8, ls=":")
   ax.set_xlabel(x)
