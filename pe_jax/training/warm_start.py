@@ -1,5 +1,5 @@
-"""Where a run starts: a projection fitted by PCA, task-head biases read from data, and the frozen
-teacher that relational distillation holds the model to.
+"""Where a run starts: a projection fitted by PCA, task-head biases read from data, and the checks on
+the frozen teacher (the encoder as the run starts) that distillation holds the model to.
 
 A fresh 384 -> 50 projection throws away what the base model knows at step 0; PCA of the base's
 pooled embeddings of training posts keeps as much of it as 50 axes can (the base cut to 50-d is a
@@ -19,14 +19,14 @@ import numpy as np
 from absl import logging
 
 from pe_jax.evaluation import metrics as metrics_lib
-from pe_jax.models.encoder import Encoder
+from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tasks.pairs import PairTask, sample_posts
+from pe_jax.training.step import TEACHER_VIEWS
 
 PROJECTION_INIT_FILE = "projection_init.npz"
 PROJECTION_INITS = ("random", "pca")
-TEACHERS = ("base", "init")
 # Anchor/partner/negative triples per task used to place a BCE head's decision boundary.
 _BIAS_PAIRS = 64
 
@@ -48,17 +48,41 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   distill = config.get("distill") or {}
   if distill.get("weight", 0) < 0:
     raise ValueError(f"config.distill.weight must be >= 0, got {distill.get('weight')}")
-  if distill.get("weight", 0) > 0 and distill.get("teacher") not in TEACHERS:
+  if distill.get("weight", 0) > 0 and distill.get("teacher") not in TEACHER_VIEWS:
     raise ValueError(f"config.distill.weight={distill.get('weight')} needs a teacher: set "
                      f"config.distill.teacher to 'base' (the pretrained encoder at full width) or 'init' "
                      f"(the model as training starts), got {distill.get('teacher')!r}")
+  for name, spec in config.tasks.items():
+    self_distill = _self_distill(spec)
+    if self_distill.get("weight", 0) < 0:
+      raise ValueError(f"config.tasks.{name}.self_distill.weight must be >= 0, got {self_distill.get('weight')}")
+    if self_distill.get("weight", 0) > 0 and self_distill.get("teacher") not in TEACHER_VIEWS:
+      raise ValueError(f"config.tasks.{name}.self_distill.teacher={self_distill.get('teacher')!r}: set it to "
+                       f"'init' (the base through the starting projection) or 'base' (the base at full width)")
 
 
-def teacher(config: ml_collections.ConfigDict, encoder: Encoder) -> Encoder:
-  """The frozen model relational distillation holds the student to, from the encoder as the run
-  starts: "base" drops the projection (the pretrained model's own normalised embedding, whose
-  geometry general similarity lives in), "init" keeps it (the starting point, e.g. the PCA cut)."""
-  return encoder.without_projection(normalize=True) if config.distill.teacher == "base" else encoder
+def _self_distill(spec: ml_collections.ConfigDict) -> dict:
+  return dict(spec.get("self_distill") or {})
+
+
+def needs_teacher(config: ml_collections.ConfigDict) -> bool:
+  """Whether any distillation term is on (relational, or a task's self-distillation)."""
+  return bool((config.get("distill") or {}).get("weight", 0)) or any(
+      _self_distill(spec).get("weight", 0) for spec in config.tasks.values() if spec.weight)
+
+
+def check_teacher(config: ml_collections.ConfigDict, student: EncoderConfig) -> None:
+  """Refuses a self-distillation teacher whose embedding is not the width of the student's, naming the
+  key: the full-width base ("base") cannot be a target for a student that embeds through a projection
+  to another width, while "init" (the base through the starting projection) always fits."""
+  for name, spec in config.tasks.items():
+    distill = _self_distill(spec)
+    if spec.weight and distill.get("weight", 0) and distill.get("teacher") == "base" and \
+        student.hidden_size != student.embedding_dim:
+      raise ValueError(
+          f"config.tasks.{name}.self_distill.teacher='base' embeds at {student.hidden_size}-d (the base at full "
+          f"width) but the student embeds at {student.embedding_dim}-d (config.model.encoder.projection_dim): "
+          f"use 'init' (the base through the starting projection, in the student's space)")
 
 
 def fit_projection(config: ml_collections.ConfigDict, model: PostEmbeddingModel, embedder: Embedder,
