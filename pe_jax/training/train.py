@@ -80,10 +80,15 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
   return tasks
 
 
-def _translation_task(config: ml_collections.ConfigDict, name: str,
-                      spec: ml_collections.ConfigDict) -> TranslationPairs:
-  """A task of row-aligned translations (`spec.languages` set): languages, pivot and loss are checked
-  against the data family and named by their key before any file is read."""
+def check_translation_tasks(config: ml_collections.ConfigDict) -> None:
+  """Refuses a translation task (`languages` set) whose languages, pivot or loss cannot work, naming
+  the key, before any file is read."""
+  for name, spec in config.tasks.items():
+    if spec.get("languages"):
+      _check_translation_task(name, spec)
+
+
+def _check_translation_task(name: str, spec: ml_collections.ConfigDict) -> None:
   key = f"config.tasks.{name}"
   try:
     known = data_load.translation_languages(spec.dataset)
@@ -100,6 +105,13 @@ def _translation_task(config: ml_collections.ConfigDict, name: str,
   if spec.loss not in TRANSLATION_LOSSES:
     raise ValueError(f"{key}.loss={spec.loss!r}: a translation task trains with {' or '.join(TRANSLATION_LOSSES)} "
                      f"(its third text is another translation, not a negative)")
+
+
+def _translation_task(config: ml_collections.ConfigDict, name: str,
+                      spec: ml_collections.ConfigDict) -> TranslationPairs:
+  """A task of row-aligned translations (`spec.languages` set)."""
+  _check_translation_task(name, spec)
+  languages = tuple(spec.languages)
   try:
     data = data_load.load_parallel(spec.dataset, spec.split, languages, pivot=spec.pivot,
                                    data_dir=config.data_dir, tfds_dir=config.tfds_dir)
@@ -145,6 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # --- Workdir and config: refuse an incompatible run before any heavy work ------------------------
   warm_start.check_config(config)
+  check_translation_tasks(config)
   workdir_lib.check_config(workdir, config)  # written once the data and model load: no half workdir
   suite_lib.check_no_leak(config)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import multilingual
 from pe_jax import sharding as sharding_lib
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models import weights
@@ -105,3 +106,27 @@ def test_block_smaller_than_twice_its_labels_is_refused_before_training(smoke_co
     build_tasks(config)
   with pytest.raises(ValueError, match=r"tasks.emotion.labels_per_block=6"):
     train_and_evaluate(config, tmp_path / "run")
+
+
+def test_a_self_distillation_teacher_of_another_width_is_named():
+  config = multilingual.get_config("smoke")
+  config.tasks.translation.self_distill.teacher = "base"
+  student = EncoderConfig(vocab_size=10, hidden_size=32, num_heads=4, projection_dim=16)
+  with pytest.raises(ValueError, match=r"^config.tasks.translation.self_distill.teacher='base' embeds at 32-d \(the base "
+                                       r"at full width\) but the student embeds at 16-d"):
+    warm_start.check_teacher(config, student)
+  warm_start.check_teacher(config, student.replace(projection_dim=None))  # a full-width student: it fits
+  config.tasks.translation.self_distill.teacher = "init"
+  warm_start.check_teacher(config, student)
+  config.tasks.translation.self_distill.teacher = "full"
+  with pytest.raises(ValueError, match=r"config.tasks.translation.self_distill.teacher='full': set it to 'init'"):
+    warm_start.check_config(config)
+
+
+def test_the_teacher_is_needed_by_either_distillation():
+  config = multilingual.get_config("smoke")
+  assert warm_start.needs_teacher(config)
+  config.distill.weight = 0.0
+  assert warm_start.needs_teacher(config)  # the translation task's self-distillation still needs it
+  config.tasks.translation.weight = 0.0
+  assert not warm_start.needs_teacher(config)
