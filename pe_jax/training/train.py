@@ -218,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
   losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
                      config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True),
-                     **_self_distill_args(config.tasks[n]))
+                     *warm_start.self_distill(config.tasks[n]))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
                                teacher_graphdef=teacher_graphdef, distill_weight=float(distill.get("weight", 0.0)),
@@ -294,12 +294,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     manager.close()
     writer.close()
   return results
-
-
-def _self_distill_args(spec: ml_collections.ConfigDict) -> dict[str, Any]:
-  self_distill = spec.get("self_distill") or {}
-  return dict(self_distill=float(self_distill.get("weight", 0.0)),
-              self_distill_teacher=self_distill.get("teacher") or "init")
 
 
 def _prepare_datasets_once(config: ml_collections.ConfigDict) -> None:

@@ -53,22 +53,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      f"config.distill.teacher to 'base' (the pretrained encoder at full width) or 'init' "
                      f"(the model as training starts), got {distill.get('teacher')!r}")
   for name, spec in config.tasks.items():
-    self_distill = _self_distill(spec)
-    if self_distill.get("weight", 0) < 0:
-      raise ValueError(f"config.tasks.{name}.self_distill.weight must be >= 0, got {self_distill.get('weight')}")
-    if self_distill.get("weight", 0) > 0 and self_distill.get("teacher") not in TEACHER_VIEWS:
-      raise ValueError(f"config.tasks.{name}.self_distill.teacher={self_distill.get('teacher')!r}: set it to "
-                       f"'init' (the base through the starting projection) or 'base' (the base at full width)")
+    weight, view = self_distill(spec)
+    if weight < 0:
+      raise ValueError(f"config.tasks.{name}.self_distill.weight must be >= 0, got {weight}")
+    if weight > 0 and view not in TEACHER_VIEWS:
+      raise ValueError(f"config.tasks.{name}.self_distill.teacher={view!r}: set it to 'init' (the base through "
+                       f"the starting projection) or 'base' (the base at full width)")
 
 
-def _self_distill(spec: ml_collections.ConfigDict) -> dict:
-  return dict(spec.get("self_distill") or {})
+def self_distill(spec: ml_collections.ConfigDict) -> tuple[float, str]:
+  """(weight, teacher view) of a task spec's self-distillation; (0, "init") when it has none."""
+  settings = spec.get("self_distill") or {}
+  return float(settings.get("weight", 0.0)), settings.get("teacher") or "init"
 
 
 def needs_teacher(config: ml_collections.ConfigDict) -> bool:
   """Whether any distillation term is on (relational, or a task's self-distillation)."""
   return bool((config.get("distill") or {}).get("weight", 0)) or any(
-      _self_distill(spec).get("weight", 0) for spec in config.tasks.values() if spec.weight)
+      self_distill(spec)[0] for spec in config.tasks.values() if spec.weight)
 
 
 def check_teacher(config: ml_collections.ConfigDict, student: EncoderConfig) -> None:
@@ -76,9 +78,8 @@ def check_teacher(config: ml_collections.ConfigDict, student: EncoderConfig) -> 
   key: the full-width base ("base") cannot be a target for a student that embeds through a projection
   to another width, while "init" (the base through the starting projection) always fits."""
   for name, spec in config.tasks.items():
-    distill = _self_distill(spec)
-    if spec.weight and distill.get("weight", 0) and distill.get("teacher") == "base" and \
-        student.hidden_size != student.embedding_dim:
+    weight, view = self_distill(spec)
+    if spec.weight and weight and view == "base" and student.hidden_size != student.embedding_dim:
       raise ValueError(
           f"config.tasks.{name}.self_distill.teacher='base' embeds at {student.hidden_size}-d (the base at full "
           f"width) but the student embeds at {student.embedding_dim}-d (config.model.encoder.projection_dim): "
