@@ -130,6 +130,9 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
   # workdir); "random": a fresh projection.
   c.model.projection_init = "pca"
   c.model.pca_fit_posts = 200 if smoke else 2_000
+  # "global": the fit centres every post on the mean of all; "task": on its own task's mean, so axes that
+  # only tell the tasks apart (in a multilingual mixture, the languages) are not kept for that alone.
+  c.model.pca_center = "global"
   if smoke:
     c.model.encoder.update(dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                                 max_seq_length=64, projection_dim=16))

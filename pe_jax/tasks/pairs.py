@@ -347,12 +347,14 @@ class QueryPosts(PairTask):
 def sample_posts(tasks: dict[str, PairTask], num_posts: int, seed: int) -> list[str]:
   """About `num_posts` anchors drawn from the tasks' training streams, the same share from every
   task (a PCA fit, a baseline): pure in (tasks, num_posts, seed)."""
+  return [post for posts in sample_posts_by_task(tasks, num_posts, seed).values() for post in posts]
+
+
+def sample_posts_by_task(tasks: dict[str, PairTask], num_posts: int, seed: int) -> dict[str, list[str]]:
+  """`sample_posts`, task by task (sorted by name)."""
   per_task = max(num_posts // len(tasks), 1)
-  posts: list[str] = []
-  for name in sorted(tasks):
-    task = tasks[name]
-    posts += task.texts_for(task.batch(seed, 0, min(per_task, len(task))))[0]
-  return posts
+  return {name: tasks[name].texts_for(tasks[name].batch(seed, 0, min(per_task, len(tasks[name]))))[0]
+          for name in sorted(tasks)}
 
 
 def _has_disjoint_example(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:

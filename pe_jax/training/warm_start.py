@@ -22,11 +22,12 @@ from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
-from pe_jax.tasks.pairs import PairTask, sample_posts
+from pe_jax.tasks.pairs import PairTask, sample_posts_by_task
 from pe_jax.training.step import TEACHER_VIEWS
 
 PROJECTION_INIT_FILE = "projection_init.npz"
 PROJECTION_INITS = ("random", "pca")
+PCA_CENTERS = ("global", "task")  # what the PCA fit centres each post on: all posts' mean, or its task's
 # Anchor/partner/negative triples per task used to place a BCE head's decision boundary.
 _BIAS_PAIRS = 64
 
@@ -37,6 +38,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if init not in PROJECTION_INITS:
     raise ValueError(f"config.model.projection_init={init!r}; known: {', '.join(PROJECTION_INITS)}")
   dim = config.model.encoder.get("projection_dim")
+  center = config.model.get("pca_center", "global")
+  if center not in PCA_CENTERS:
+    raise ValueError(f"config.model.pca_center={center!r}; known: {', '.join(PCA_CENTERS)}")
   if init == "pca":
     if not dim:
       raise ValueError("config.model.projection_init='pca' needs config.model.encoder.projection_dim (the "
@@ -98,12 +102,17 @@ def fit_projection(config: ml_collections.ConfigDict, model: PostEmbeddingModel,
     with np.load(path) as saved:
       kernel, bias = saved["kernel"], saved["bias"]
   else:
-    posts = sample_posts(tasks, config.model.pca_fit_posts, config.seed)
+    by_task = sample_posts_by_task(tasks, config.model.pca_fit_posts, config.seed)
+    posts = [post for task_posts in by_task.values() for post in task_posts]
     dim = config.model.encoder.projection_dim
     if len(posts) <= dim:
       raise ValueError(f"config.model.pca_fit_posts: the tasks gave {len(posts)} posts, not more than the "
                        f"projection dimension {dim}")
-    fit = metrics_lib.pca_reduce(embedder(posts), dim, normalize=False)
+    # "task": each task's posts centred on their own mean, so axes that only tell tasks apart (in a
+    # multilingual mixture, mostly the languages) are not kept for that.
+    groups = np.repeat(np.arange(len(by_task)), [len(p) for p in by_task.values()])
+    fit = metrics_lib.pca_reduce(embedder(posts), dim, normalize=False,
+                                 groups=groups if config.model.get("pca_center", "global") == "task" else None)
     kernel, bias = fit.components.T, -fit.mean @ fit.components.T
     if jax.process_index() == 0:
       _save_atomically(path, kernel=kernel, bias=bias, num_posts=len(posts))

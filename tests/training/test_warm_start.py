@@ -13,7 +13,7 @@ from pe_jax.models import weights
 from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
-from pe_jax.tasks.pairs import sample_posts
+from pe_jax.tasks.pairs import sample_posts, sample_posts_by_task
 from pe_jax.training import warm_start
 from pe_jax.training.train import build_tasks, train_and_evaluate
 
@@ -49,6 +49,20 @@ def test_pca_projection_starts_at_the_pca_of_the_pooled_base(model_and_tasks, mi
   assert (tmp_path / warm_start.PROJECTION_INIT_FILE).exists()
 
 
+def test_a_task_centred_fit_centres_each_tasks_posts_on_their_own_mean(model_and_tasks, minilm_tokenizer, base_config,
+                                                                       tmp_path):
+  model, tasks = model_and_tasks
+  config = pca_config(base_config)
+  config.model.pca_center = "task"
+  pooled = Embedder(model.encoder.without_projection(normalize=False), minilm_tokenizer)
+  warm_start.fit_projection(config, model, pooled, tasks, tmp_path)
+  by_task = sample_posts_by_task(tasks, 40, config.seed)
+  groups = np.repeat(np.arange(len(by_task)), [len(p) for p in by_task.values()])
+  fit = metrics_lib.pca_reduce(pooled(sample_posts(tasks, 40, config.seed)), 4, normalize=False, groups=groups)
+  saved = np.load(tmp_path / warm_start.PROJECTION_INIT_FILE)
+  np.testing.assert_allclose(saved["kernel"], fit.components.T, atol=1e-5)
+
+
 def test_a_saved_fit_is_reused_without_embedding(model_and_tasks, minilm_tokenizer, base_config, tmp_path):
   """A resumed run rebuilds its starting point (the distillation teacher) from the saved fit."""
   model, tasks = model_and_tasks
@@ -82,6 +96,7 @@ def test_bce_bias_sits_between_positive_and_negative_cosines(model_and_tasks, mi
 @pytest.mark.parametrize("changes, match", [
     (dict(projection_init="orthogonal"), r"config.model.projection_init='orthogonal'; known: random, pca"),
     (dict(projection_init="pca", pca_fit_posts=10), r"config.model.pca_fit_posts=10 must exceed the projection dimension 16"),
+    (dict(pca_center="language"), r"config.model.pca_center='language'; known: global, task"),
 ])
 def test_bad_warm_start_settings_are_named(base_config, changes, match):
   config = base_config()
