@@ -88,7 +88,7 @@ def get_config(arg: str | None = None):
     c.distill.weight = 5.0  # the smoke model runs the whole recipe: both distillation terms
   if cpu:
     c.total_steps = 40
-    c.batch_size = 8  # 12 blocks of 24 texts a step: ~25 s a step on 2 busy cores
+    c.batch_size = 8  # 12 blocks of 24 texts a step: 45-100 s a step on 2 busy cores (docs/results.md)
     c.optimizer.warmup_steps = 4
     c.eval.num_triplets = 300
     c.eval_every = c.checkpoint_every = 40
