@@ -3,9 +3,9 @@ r"""A markdown table of evaluation results side by side, with the change against
   python scripts/compare_evals.py base.json workdirs/multitask --names "base 384-d,multi-task 50-d"
 
 Each argument is a `pe_jax.evaluate` JSON file or a training workdir (its last evaluation in
-metrics.jsonl). Rows are the metrics all inputs share. Triplet accuracies carry their standard error
-sqrt(p(1-p)/n) (n = --num_triplets, times the tasks for the mean), and a change inside twice the
-standard error of a difference (sqrt(2) s.e.) is marked "~": within noise.
+metrics.jsonl). Rows are the metrics all inputs share. Triplet and bitext accuracies carry their standard
+error sqrt(p(1-p)/n) (n = --num_triplets, times the tasks for the mean; --num_bitext_pairs), and a change
+inside twice the standard error of a difference (sqrt(2) s.e.) is marked "~": within noise.
 
 `--plot trade.png --x zs_sts/sts_spearman --y triplet_acc/trained_mean` also draws the inputs as points
 of one metric against another: where each recipe sits between what it trains and what it keeps.
@@ -42,6 +42,8 @@ def main() -> None:
   p.add_argument("--plot", help="also write a scatter of --y against --x for every input to this image")
   p.add_argument("--x", default="zs_sts/sts_spearman", help="--plot's horizontal metric")
   p.add_argument("--y", default="triplet_acc/trained_mean", help="--plot's vertical metric")
+  p.add_argument("--num_bitext_pairs", type=int, default=1_000,
+                 help="pairs per bitext set (Tatoeba: 1,000 for most languages), for the standard error")
   args = p.parse_args()
   names = args.names.split(",") if args.names else args.inputs
   results = [load_results(s) for s in args.inputs]
@@ -70,6 +72,8 @@ def main() -> None:
     if k.endswith("triplet_acc") or k in group_size:
       n = args.num_triplets * max(group_size.get(k, 1), 1)
       se = math.sqrt(values[0] * (1 - values[0]) / n)
+    elif k.endswith("/bitext_acc"):
+      se = math.sqrt(values[0] * (1 - values[0]) / args.num_bitext_pairs)
     deltas = [f"{v - values[0]:+.3f}" + (" ~" if se and abs(v - values[0]) < 2 * math.sqrt(2) * se else "")
               for v in values[1:]]
     print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in values) + " | " + " | ".join(deltas)

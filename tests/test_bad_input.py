@@ -29,6 +29,7 @@ from pe_jax.models import pretrained, trained
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = f"{REPO}/configs/multitask.py:smoke"
+MULTILINGUAL_SMOKE = f"{REPO}/configs/multilingual.py:smoke"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,21 @@ def different_config(ctx):
   config = json.loads((workdir / trained.CONFIG_FILE).read_text())
   config["batch_size"] = 4
   (workdir / trained.CONFIG_FILE).write_text(json.dumps(config))
+
+
+def misaligned_translation(ctx):
+  """A data folder of stsb_multi_mt whose German train file lost its last row, its manifest entry
+  updated to match (so only the alignment with the English file is wrong)."""
+  data = ctx["d"] / "data"
+  shutil.copytree(ctx["data"] / "stsb_multi_mt", data / "stsb_multi_mt")
+  rel = "stsb_multi_mt/stsb-de-train.csv"
+  lines = (data / rel).read_bytes().splitlines(keepends=True)[:-1]
+  (data / rel).write_bytes(b"".join(lines))
+  raw = (data / rel).read_bytes()
+  manifest = [f"| `{rel}` | {len(lines)} | {len(raw)} | {hashlib.sha256(raw).hexdigest()} |"
+              if line.startswith(f"| `{rel}` |") else line
+              for line in (ctx["data"] / "MANIFEST.md").read_text().splitlines()]
+  (data / "MANIFEST.md").write_text("\n".join(manifest) + "\n")
 
 
 def manifest_says(ctx, proc):
@@ -208,6 +224,18 @@ CASES = [
          1, ("data has no MANIFEST.md (it is empty)",), lambda ctx: (ctx["d"] / "data").mkdir(), fresh_tfds=True),
     Case("train-manifest-mismatch", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/run", "--data_dir={d}/data"),
          1, ("task 'emotion'", "train_text.txt has sha256"), corrupted_data, fresh_tfds=True, check=manifest_says),
+    # --- pe_jax.train: the translation task of configs/multilingual.py -------------------------------
+    Case("train-translation-language-without-file", "pe_jax.train",
+         (f"--config={MULTILINGUAL_SMOKE}", "--workdir={d}/run", "--config.tasks.translation.languages=('de', 'xx')"), 1,
+         ("config.tasks.translation.languages: stsb_multi_mt has no file in language 'xx'", "its languages: de, en")),
+    Case("train-translation-rows-misaligned", "pe_jax.train",
+         (f"--config={MULTILINGUAL_SMOKE}", "--workdir={d}/run", "--data_dir={d}/data",
+          "--config.tasks.sentiment_french.weight=0", "--config.tasks.sentiment_german.weight=0"), 1,
+         ("stsb_multi_mt/stsb-de-train.csv (raw data folder) holds 5748 rows, but the en file "
+          "stsb_multi_mt/stsb-en-train.csv holds 5749",), misaligned_translation, fresh_tfds=True),
+    Case("train-self-distillation-teacher-width", "pe_jax.train",
+         (f"--config={MULTILINGUAL_SMOKE}", "--workdir={d}/run", "--config.tasks.translation.self_distill.teacher=base"),
+         1, ("config.tasks.translation.self_distill.teacher='base' embeds at 32-d", "the student embeds at 16-d")),
     Case("train-workdir-with-another-config", "pe_jax.train", (f"--config={SMOKE}", "--workdir={d}/wd"), 1,
          ("holds a run with a different config", "batch_size: workdir has 4, this run has 8"), different_config,
          writes=("wd/log.txt",)),

@@ -1,6 +1,6 @@
 """In-memory forms of a dataset split, shared by tasks, training and evaluation.
 
-Every reader returns one of these three shapes, so a task or an evaluator never needs to know which
+Every reader returns one of these shapes, so a task or an evaluator never needs to know which
 file format or dataset a split came from.
 """
 
@@ -51,6 +51,28 @@ class TextPairs:
 
   def __len__(self) -> int:
     return len(self.texts_a)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelTexts:
+  """The same sentences in several languages, row-aligned: `texts[lang][i]` all say sentence i.
+
+  `pivot` is the language the others were translated from (English), the first key of `texts`.
+  """
+
+  name: str
+  pivot: str
+  texts: dict[str, list[str]]
+
+  def __post_init__(self):
+    if next(iter(self.texts), None) != self.pivot:
+      raise ValueError(f"{self.name}: the pivot language {self.pivot!r} must be the first of {list(self.texts)}")
+    sizes = {lang: len(texts) for lang, texts in self.texts.items()}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"{self.name}: languages differ in length {sizes}; rows must be aligned")
+
+  def __len__(self) -> int:
+    return len(self.texts[self.pivot])
 
 
 @dataclasses.dataclass(frozen=True)

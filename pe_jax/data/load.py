@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from pe_jax.data import builders
 from pe_jax.data import paths
-from pe_jax.data.examples import LabeledTexts, RetrievalSet, TextPairs
+from pe_jax.data.examples import LabeledTexts, ParallelTexts, RetrievalSet, TextPairs
 
 Kind = Literal["labeling", "pairs", "retrieval"]
 PathLike = str | os.PathLike
@@ -140,6 +140,39 @@ def _load_split(dataset: str, split: str, data_dir: str | None,
         texts_b=[r["text_b"].decode() for r in records],
         scores=np.array([r["score"] for r in records], dtype=np.float32))
   return _retrieval_set(name, *prepared, split=split)
+
+
+def translation_languages(family: str) -> list[str]:
+  """The languages of a family of row-aligned translations: "stsb_multi_mt" -> ["de", "en", ...]."""
+  if f"{family}/" not in _TRANSLATED:
+    raise ValueError(f"{family!r} holds no row-aligned translations; those that do: "
+                     f"{', '.join(f.rstrip('/') for f in _TRANSLATED)}")
+  return sorted(name.split("/", 1)[1] for name in _DATASETS if name.startswith(f"{family}/"))
+
+
+def parallel_splits(family: str, split: str, languages: tuple[str, ...]) -> list[tuple[str, str]]:
+  """(dataset, split) of every language and split that `load_parallel` reads ("train+dev": both)."""
+  return [(f"{family}/{lang}", s) for lang in languages for s in split.split("+")]
+
+
+def load_parallel(family: str, split: str, languages: tuple[str, ...], *, pivot: str,
+                  data_dir: PathLike | None = None, tfds_dir: PathLike | None = None) -> ParallelTexts:
+  """Row-aligned translations of one family in `pivot` and `languages`: sentence i is the same sentence
+  in every language. Each split's pairs give both their sides (split "train+dev": train, then dev; in
+  each, every first sentence, then every second). A language whose file holds another number of rows
+  than the pivot's is refused, naming the file: its rows cannot be aligned."""
+  entry = _lookup(f"{family}/{pivot}")
+  file_of = lambda lang, s: f"{entry.builder.SOURCE.local_root}/{entry.builder.source_file(lang, s)}"
+  texts: dict[str, list[str]] = {}
+  for dataset, s in parallel_splits(family, split, (pivot, *languages)):
+    lang = dataset.split("/", 1)[1]
+    pairs = load_split(dataset, s, data_dir=data_dir, tfds_dir=tfds_dir)
+    rows = len(load_split(f"{family}/{pivot}", s, data_dir=data_dir, tfds_dir=tfds_dir))
+    if len(pairs) != rows:
+      raise ValueError(f"{file_of(lang, s)} (raw data folder) holds {len(pairs)} rows, but the {pivot} file "
+                       f"{file_of(pivot, s)} holds {rows}: a translation must be row-aligned with it")
+    texts.setdefault(lang, []).extend(pairs.texts_a + pairs.texts_b)
+  return ParallelTexts(name=f"{family}:{split}", pivot=pivot, texts=texts)
 
 
 def _read_all(builder: builders.PeJaxBuilder, split: str) -> list[dict]:

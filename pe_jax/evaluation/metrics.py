@@ -478,10 +478,15 @@ class PcaProjection:
     return l2_normalize((emb - self.mean) @ self.components.T, metric="PcaProjection")
 
 
-def pca_reduce(fit_emb: np.ndarray, dim: int, *, normalize: bool = True) -> PcaProjection:
+def pca_reduce(fit_emb: np.ndarray, dim: int, *, normalize: bool = True,
+               groups: np.ndarray | None = None) -> PcaProjection:
   """PCA to `dim` axes fitted on `fit_emb` (rows unit-normalised first unless `normalize=False`):
   the fair small baseline, e.g. the base model cut to 50-d by PCA fitted on training posts, and the
   starting point of a trained projection.
+
+  `groups` (int [N]): each group's rows are centred on the group's own mean before the axes are fitted,
+  so axes along which only the groups differ (e.g. the languages of a multilingual model) are not kept
+  for that alone; the projection still centres on the mean of all rows.
 
   Each axis' sign is fixed so its largest-magnitude loading is positive, so a refit on the same
   data gives the same projection.
@@ -493,7 +498,13 @@ def pca_reduce(fit_emb: np.ndarray, dim: int, *, normalize: bool = True) -> PcaP
     raise ValueError(
         f"pca_reduce: dim must be in [1, {max_dim}] (min(num_fit_rows - 1, emb_dim)), got {dim}")
   mean = emb.mean(axis=0)
-  _, _, vt = np.linalg.svd(emb - mean, full_matrices=False)
+  centred = emb - mean
+  if groups is not None:
+    _, groups = np.unique(groups, return_inverse=True)
+    sums = np.zeros((groups.max() + 1, emb.shape[1]))
+    np.add.at(sums, groups, emb)
+    centred = emb - (sums / np.bincount(groups)[:, None])[groups]
+  _, _, vt = np.linalg.svd(centred, full_matrices=False)
   components = vt[:dim]
   signs = np.sign(components[np.arange(dim), np.abs(components).argmax(axis=1)])
   return PcaProjection(mean=mean.astype(np.float32),

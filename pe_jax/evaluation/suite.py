@@ -17,25 +17,35 @@ from pe_jax.evaluation.evaluators import EmbedFn, Evaluator, KnnEvaluator, Tripl
 MEAN_KEY = "triplet_acc/mean"  # over the config's tasks, zero-shot sets excluded
 
 
+def training_splits(task: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """(dataset, split) of every split a task spec trains on: one, or each language and split of a
+  translation task (`languages` set)."""
+  if task.get("languages"):
+    return data_load.parallel_splits(task.dataset, task.split, (task.pivot, *task.languages))
+  return [(task.dataset, task.split)]
+
+
 def check_no_leak(config: ml_collections.ConfigDict) -> None:
   """Refuses a config that trains on a split that an evaluation reads (see MANIFEST's overlaps)."""
-  evals = [(t.dataset, t.eval_split, f"task {name!r} eval") for name, t in config.tasks.items()]
+  evals = [(t.dataset, t.eval_split, f"task {name!r} eval") for name, t in config.tasks.items() if t.eval_split]
   evals += [(z.dataset, z.split, f"zero-shot {name!r}") for name, z in config.eval.zero_shot.items()]
   problems = []
   for name, task in config.tasks.items():
     if task.weight == 0:
       continue
-    for dataset, split, what in evals:
-      reason = data_load.overlaps(task.dataset, task.split, dataset, split)
-      if reason:
-        problems.append(f"task {name!r} trains on {task.dataset}:{task.split}, but {what} reads "
-                        f"{dataset}:{split}: {reason}")
+    for train_dataset, train_split in training_splits(task):
+      for dataset, split, what in evals:
+        reason = data_load.overlaps(train_dataset, train_split, dataset, split)
+        if reason:
+          problems.append(f"task {name!r} trains on {train_dataset}:{train_split}, but {what} reads "
+                          f"{dataset}:{split}: {reason}")
   if problems:
     raise ValueError("train/eval leak:\n  " + "\n  ".join(problems))
 
 
 def build_suite(config: ml_collections.ConfigDict, *, data_dir=None, tfds_dir=None) -> dict[str, Evaluator]:
-  """Evaluator per name: every task in the config (dropped ones too: they are zero-shot then)."""
+  """Evaluator per name: every task in the config with an `eval_split` (dropped ones too: they are
+  zero-shot then; a translation task has none: its test is the zero-shot bitext sets)."""
   check_no_leak(config)
   load = lambda dataset, split: data_load.load_split(dataset, split, data_dir=data_dir, tfds_dir=tfds_dir)
   # Triplets drawn with the eval seed, not the run's: runs with different seeds meet the same triplets.
@@ -43,6 +53,8 @@ def build_suite(config: ml_collections.ConfigDict, *, data_dir=None, tfds_dir=No
   knn = config.eval.get("knn")  # the labeling tasks' natural metric: k-NN accuracy and macro-F1
   suite: dict[str, Evaluator | TaskEvaluators] = {}
   for name, task in config.tasks.items():
+    if not task.eval_split:
+      continue
     test = load(task.dataset, task.eval_split)
     suite[name] = TripletEvaluator(test, num_triplets=config.eval.num_triplets, seed=seed)
     if knn:

@@ -212,8 +212,10 @@ class Encoder(nnx.Module):
       x = layer(x, mask)
     return x
 
-  def _finish(self, pooled):
-    # Project and normalise in fp32: the 50-d output is compared by cosine and small errors matter there.
+  def finish(self, pooled):
+    """Pooled [N, hidden] -> the embedding: projected, then normalised.
+
+    Project and normalise in fp32: the 50-d output is compared by cosine and small errors matter there."""
     pooled = pooled.astype(jnp.float32)
     if self.projection is not None:
       pooled = self.projection(pooled).astype(jnp.float32)
@@ -226,7 +228,7 @@ class Encoder(nnx.Module):
 
   def __call__(self, input_ids, attention_mask):
     hidden = self.hidden_states(input_ids, attention_mask)
-    return self._finish(pool(hidden.astype(jnp.float32), attention_mask, self.cfg.pooling))
+    return self.finish(pool(hidden.astype(jnp.float32), attention_mask, self.cfg.pooling))
 
   def without_projection(self, *, normalize: bool) -> "Encoder":
     """The same weights without the projection: the full-width pooled embedding (unnormalised, to fit
@@ -245,6 +247,11 @@ class Encoder(nnx.Module):
     `segment_ids[r, t]` is 1 + the index of the text that token belongs to (0: padding), `positions`
     restart at 0 for each text. Attention stays inside a text; pooling is per text. -> [num_texts, D].
     """
+    return self.finish(self.pool_packed(input_ids, segment_ids, positions, num_texts))
+
+  def pool_packed(self, input_ids, segment_ids, positions, num_texts: int):
+    """`embed_packed` before the projection: the pooled full-width states [num_texts, hidden], fp32
+    (a frozen teacher reads both its full-width and its projected embedding off one pass)."""
     seg = segment_ids[:, :, None]
     mask = (seg == segment_ids[:, None, :]) & (seg > 0)
     hidden = self._transform(input_ids, positions, mask[:, None])
@@ -257,4 +264,4 @@ class Encoder(nnx.Module):
       sums = jax.ops.segment_sum(flat, text, num_segments=num_texts)
       counts = jax.ops.segment_sum(jnp.ones_like(text, jnp.float32), text, num_segments=num_texts)
       pooled = sums / jnp.maximum(counts, 1.0)[:, None]
-    return self._finish(pooled)
+    return pooled

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pe_jax.data.examples import LabeledTexts, RetrievalSet, TextPairs
+from pe_jax.data.examples import LabeledTexts, ParallelTexts, RetrievalSet, TextPairs
 
 # Lead each seed list so stream permutations and per-batch draws never share an rng state.
 _STREAM_DOMAIN = 0x57EA
@@ -33,7 +33,9 @@ class PairBatch:
   """One batch of a task as indices; `sides` names the text lists `a` and `b`/`negatives` index.
 
   `targets[i]` is the BCE target of pair (a[i], b[i]); a negative's target against a[i] is 0.
-  Label rows (bool [B, num_labels]) are set for labeling tasks, for label-aware in-batch negatives.
+  Label rows (bool [B, num_labels]) are set for labeling tasks, for label-aware in-batch negatives,
+  and decide what is related whenever they are set: `TranslationPairs` puts a further translation of
+  a[i] in the `negatives` slot (the row's third text) and marks it related through its label rows.
   """
 
   task: str
@@ -237,6 +239,49 @@ class ScoredPairs(PairTask):
                      targets=self._targets[pairs])
 
 
+class TranslationPairs(PairTask):
+  """Three texts of one sentence per row: its pivot (English) text, then two translations in two
+  different languages drawn uniformly from the others (one translation when there is one language;
+  the third text is then left out).
+
+  Label rows mark the batch's sentences (one label per distinct sentence), so a label-aware in-batch
+  loss ("supcon") takes a sentence's three texts as positives of one another — (English, translation)
+  and (translation, translation) pairs — and every other sentence of the block as a negative; "contrastive"
+  takes the pair (pivot, first translation) against the block's other sentences. The pivot text on
+  side a is what self-distillation pulls all three towards. The stream runs over distinct pivot texts
+  (STS-B repeats sentences across rows), so no sentence meets itself as a negative.
+  """
+
+  def __init__(self, data: ParallelTexts):
+    languages = [lang for lang in data.texts if lang != data.pivot]
+    if not languages:
+      raise ValueError(f"task {data.name!r}: no language besides the pivot {data.pivot!r} to translate into")
+    pivots = data.texts[data.pivot]
+    _, first = np.unique(np.asarray(pivots, dtype=object), return_index=True)
+    rows = np.sort(first)
+    # Side b lists every translation, language-major: text l * N + i is sentence i in languages[l].
+    super().__init__(data.name, (data.pivot, "translations"),
+                     (pivots, [t for lang in languages for t in data.texts[lang]]), len(rows))
+    self.languages = tuple(languages)
+    self._rows = rows
+    self._n = len(pivots)
+
+  def _make(self, rows, rng):
+    sentences = self._rows[rows]
+    count, num_languages = len(sentences), len(self.languages)
+    first = rng.integers(num_languages, size=count)
+    negatives = None
+    if num_languages > 1:
+      second = (first + 1 + rng.integers(num_languages - 1, size=count)) % num_languages
+      negatives = second * self._n + sentences
+    # Sentence labels of this batch only: a stream window can wrap into a new epoch and repeat one.
+    _, label = np.unique(sentences, return_inverse=True)
+    label_rows = np.eye(label.max() + 1, dtype=bool)[label]
+    return PairBatch(task=self.name, sides=self.sides, a=sentences, b=first * self._n + sentences,
+                     targets=np.ones(count, np.float32), negatives=negatives, label_rows_a=label_rows,
+                     label_rows_b=label_rows, label_rows_negatives=None if negatives is None else label_rows)
+
+
 class QueryPosts(PairTask):
   """(query, relevant doc) pairs for every judgement with grade > 0, target 1.
 
@@ -302,12 +347,14 @@ class QueryPosts(PairTask):
 def sample_posts(tasks: dict[str, PairTask], num_posts: int, seed: int) -> list[str]:
   """About `num_posts` anchors drawn from the tasks' training streams, the same share from every
   task (a PCA fit, a baseline): pure in (tasks, num_posts, seed)."""
+  return [post for posts in sample_posts_by_task(tasks, num_posts, seed).values() for post in posts]
+
+
+def sample_posts_by_task(tasks: dict[str, PairTask], num_posts: int, seed: int) -> dict[str, list[str]]:
+  """`sample_posts`, task by task (sorted by name)."""
   per_task = max(num_posts // len(tasks), 1)
-  posts: list[str] = []
-  for name in sorted(tasks):
-    task = tasks[name]
-    posts += task.texts_for(task.batch(seed, 0, min(per_task, len(task))))[0]
-  return posts
+  return {name: tasks[name].texts_for(tasks[name].batch(seed, 0, min(per_task, len(tasks[name]))))[0]
+          for name in sorted(tasks)}
 
 
 def _has_disjoint_example(labels: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -105,6 +105,14 @@ def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: 
   return jnp.where(pairs, (s - t) ** 2, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
 
 
+def embedding_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array) -> jax.Array:
+  """Mean squared distance between each valid row of `student` [N, D] and the same row of the frozen
+  `teacher` [N, D] (both L2-normalised: 2 - 2 cos). Pulls texts to given points of the student's space,
+  e.g. a sentence's translations to the frozen base's embedding of the English sentence."""
+  sq = jnp.sum((student - jax.lax.stop_gradient(teacher)) ** 2, axis=-1)
+  return jnp.where(valid, sq, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+
+
 def matryoshka(loss_fn: Callable[..., jax.Array], dims: Sequence[int]) -> Callable[..., jax.Array]:
   """`loss_fn` averaged over embedding prefixes of sizes `dims`, each re-normalised.
 

@@ -3,8 +3,10 @@
 The global batch holds blocks of rows, each of one task: every task in every step, a few, or the
 paper's one task per device (`BatchBuilder`). Every head's loss is computed on every block and the
 block's own task selects which counts: a few small products per task, nothing next to the encoder,
-and it keeps the step one static program whatever tasks a step draws. A frozen teacher (the model
-as training started) can anchor the batch's pairwise geometry (relational distillation).
+and it keeps the step one static program whatever tasks a step draws. A frozen teacher (the encoder as
+training started) embeds the same texts in the same pass: it can anchor the batch's pairwise geometry
+(relational distillation), and pull a task's texts towards its embedding of each row's side-a text
+(self-distillation: translations towards the English sentence).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from pe_jax.models.encoder import l2_normalize
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.training import losses
 
@@ -25,6 +28,9 @@ LOSSES = ("supcon", "contrastive", "bce")
 # Which pairs of the batch relational distillation holds: all of them, or only pairs of texts from
 # different blocks, whose geometry no task loss sets (within a block the task's labels decide).
 DISTILL_PAIRS = ("all", "across_blocks")
+# What the frozen teacher gives as a text's target: "base", its full-width embedding (the pretrained
+# model's own); "init", its embedding through the starting projection (the student's space at step 0).
+TEACHER_VIEWS = ("base", "init")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +40,8 @@ class TaskLoss:
   kind: "supcon" (label-aware in-batch loss over all of a block's texts), "contrastive" (InfoNCE of
   anchors against partners and negatives, label-masked) or "bce" (the paper's pair BCE on scaled
   cosine; `in_batch` adds every other pair of the block, related or not, as further BCE pairs).
+  self_distill: weight of the mean squared distance between each of the block's texts and the frozen
+  teacher's `self_distill_teacher` view of its row's side-a text (0: none).
   """
 
   name: str
@@ -41,10 +49,15 @@ class TaskLoss:
   matryoshka_dims: tuple[int, ...] = ()
   symmetric: bool = False
   in_batch: bool = True
+  self_distill: float = 0.0
+  self_distill_teacher: str = "init"
 
   def __post_init__(self):
     if self.kind not in LOSSES:
       raise ValueError(f"task {self.name!r}: loss {self.kind!r} is not one of {LOSSES}")
+    if self.self_distill_teacher not in TEACHER_VIEWS:
+      raise ValueError(f"task {self.name!r}: self-distillation teacher {self.self_distill_teacher!r} is not "
+                       f"one of {TEACHER_VIEWS}")
 
 
 def _bce(a, b, targets, scale, bias, negatives_valid, related, valid, *, negatives, in_batch):
@@ -86,18 +99,36 @@ def encode_texts(encoder, batch: dict[str, jax.Array]) -> jax.Array:
   return encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n)
 
 
+def teacher_views(teacher, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The frozen teacher's `TEACHER_VIEWS` of every text of the batch, from one pass -> {view: [3MB, D]}."""
+  n = batch["targets"].shape[0]
+  pooled = jax.lax.stop_gradient(
+      teacher.pool_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n))
+  return {"base": l2_normalize(pooled), "init": teacher.finish(pooled)}
+
+
 def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
-                 teacher=None, distill_weight: float = 0.0, distill_pairs: str = "all"):
+                 teacher=None, distill_weight: float = 0.0, distill_teacher: str = "base",
+                 distill_pairs: str = "all"):
   """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
-  relational distillation against `teacher` (an encoder) when given, over `distill_pairs` (one of
-  DISTILL_PAIRS). Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar}."""
+  relational distillation against the `distill_teacher` view of `teacher` (the frozen starting encoder)
+  over `distill_pairs` (one of DISTILL_PAIRS), and each task's self-distillation (mean over its blocks of
+  the step). Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar,
+  "self_distill_loss": scalar (unweighted, summed over tasks)}."""
   task_ids = batch["task_ids"]
   m = task_ids.shape[0]
   n = batch["targets"].shape[0]
   emb = encode_texts(model.encoder, batch)
   ea, eb, en = emb[:n], emb[n : 2 * n], emb[2 * n :]
   blocks = lambda x: x.reshape(m, -1, *x.shape[1:])
+  # Texts are side-major ([side, block, row]); a block's own texts in `valid`'s order [block, side * B + row].
+  by_block = lambda x: x.reshape(3, m, -1, *x.shape[1:]).swapaxes(0, 1).reshape(m, -1, *x.shape[1:])
+  if teacher is None and (distill_weight or any(task.self_distill for task in tasks)):
+    raise ValueError("distillation needs the frozen teacher: pass `teacher`")
+  views = None if teacher is None else teacher_views(teacher, batch)
   block_loss = jnp.zeros((m,), jnp.float32)
+  self_distill = jnp.zeros((), jnp.float32)
+  weighted_self_distill = jnp.zeros((), jnp.float32)
   for t, task in enumerate(tasks):
     head = model.heads[task.name]
     loss_fn = _block_loss_fn(task)
@@ -107,32 +138,41 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
     )(blocks(head(ea)), blocks(head(eb)), blocks(head(en)), blocks(batch["targets"]),
       blocks(batch["negatives_valid"]), batch["related"], batch["valid"])
     block_loss = block_loss + jnp.where(task_ids == t, this_task, 0.0)
-  loss = jnp.sum(batch["block_scale"] * block_loss)
+    if task.self_distill:
+      # Every text of a row (anchor, partner, third text) towards the teacher's view of the row's anchor.
+      anchors = blocks(views[task.self_distill_teacher][:n])  # [M, B, D]
+      target = jnp.broadcast_to(anchors[:, None], (m, 3, *anchors.shape[1:])).reshape(m, -1, anchors.shape[-1])
+      per_block = jax.vmap(losses.embedding_distillation_loss)(by_block(emb), target, batch["valid"])
+      mine = task_ids == t
+      term = jnp.where(mine, per_block, 0.0).sum() / jnp.maximum(mine.sum(), 1)
+      self_distill = self_distill + term
+      weighted_self_distill = weighted_self_distill + task.self_distill * term
+  loss = jnp.sum(batch["block_scale"] * block_loss) + weighted_self_distill
   distill = jnp.zeros((), jnp.float32)
-  if teacher is not None:
-    target = jax.lax.stop_gradient(encode_texts(teacher, batch))
-    # Texts are side-major ([side, block, row]); `valid` is [block, side * B + row].
-    valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)
+  if distill_weight:
+    valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)  # side-major, as `emb`
     pairs = None
     if distill_pairs == "across_blocks":
       block = (jnp.arange(3 * n) // (n // m)) % m
       pairs = block[:, None] != block[None, :]
-    distill = losses.relational_distillation_loss(emb, target, valid, pairs)
+    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
     loss = loss + distill_weight * distill
-  return loss, {"block_loss": block_loss, "distill_loss": distill}
+  return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill}
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],
                     schedule: optax.Schedule, *, teacher_graphdef: nnx.GraphDef | None = None,
-                    distill_weight: float = 0.0, distill_pairs: str = "all"):
+                    distill_weight: float = 0.0, distill_teacher: str = "base", distill_pairs: str = "all"):
   """(state, batch[, teacher_params]) -> (state, metrics); `state` = {"step", "params", "opt_state"}
-  is donated. With `teacher_graphdef`, the step takes the frozen teacher's params as a third argument."""
+  is donated. With `teacher_graphdef` (the starting encoder), the step takes the frozen teacher's params
+  as a third argument."""
   tasks = tuple(tasks)
 
   def loss_fn(params, batch, teacher_params):
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     return compute_loss(nnx.merge(graphdef, params), batch, tasks, teacher=teacher,
-                        distill_weight=distill_weight, distill_pairs=distill_pairs)
+                        distill_weight=distill_weight, distill_teacher=distill_teacher,
+                        distill_pairs=distill_pairs)
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array], teacher_params=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, teacher_params)

@@ -31,7 +31,8 @@ from pe_jax.models import pretrained, weights
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tasks import mixture
-from pe_jax.tasks.pairs import LabelingPairs, PairTask, QueryPosts, ScoredPairs
+from pe_jax.suggest import did_you_mean
+from pe_jax.tasks.pairs import LabelingPairs, PairTask, QueryPosts, ScoredPairs, TranslationPairs
 from pe_jax.tokenization import TextTokenizer
 from pe_jax.training import batches as batches_lib
 from pe_jax.training import flops as flops_lib
@@ -41,12 +42,18 @@ from pe_jax.training import workdir as workdir_lib
 from pe_jax.training.metrics_writer import MetricsWriter
 from pe_jax.training.step import TaskLoss, make_train_step
 
+# Losses that read a row's third text through its labels (a translation task's is a positive).
+TRANSLATION_LOSSES = ("supcon", "contrastive")
+
 
 def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
   """The training tasks with a non-zero weight, each turned into pairs by its data's shape."""
   tasks = {}
   for name, spec in config.tasks.items():
     if spec.weight == 0:
+      continue
+    if spec.get("languages"):
+      tasks[name] = _translation_task(config, name, spec)
       continue
     try:
       data = data_load.load_split(spec.dataset, spec.split, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
@@ -71,6 +78,46 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
   if not tasks:
     raise ValueError("every task has weight 0: nothing to train")
   return tasks
+
+
+def check_translation_tasks(config: ml_collections.ConfigDict) -> None:
+  """Refuses a translation task (`languages` set) whose languages, pivot or loss cannot work, naming
+  the key, before any file is read."""
+  for name, spec in config.tasks.items():
+    if spec.get("languages"):
+      _check_translation_task(name, spec)
+
+
+def _check_translation_task(name: str, spec: ml_collections.ConfigDict) -> None:
+  key = f"config.tasks.{name}"
+  try:
+    known = data_load.translation_languages(spec.dataset)
+  except ValueError as e:
+    raise ValueError(f"{key}.dataset: {e}") from e
+  languages = tuple(spec.languages)
+  for field, wanted in (("pivot", (spec.pivot,)), ("languages", languages)):
+    for lang in wanted:
+      if lang not in known:
+        raise ValueError(f"{key}.{field}: {spec.dataset} has no file in language {lang!r}"
+                         f"{did_you_mean(lang, known)}; its languages: {', '.join(known)}")
+  if spec.pivot in languages or len(set(languages)) != len(languages):
+    raise ValueError(f"{key}.languages={languages}: name each language once, and not the pivot {spec.pivot!r}")
+  if spec.loss not in TRANSLATION_LOSSES:
+    raise ValueError(f"{key}.loss={spec.loss!r}: a translation task trains with {' or '.join(TRANSLATION_LOSSES)} "
+                     f"(its third text is another translation, not a negative)")
+
+
+def _translation_task(config: ml_collections.ConfigDict, name: str,
+                      spec: ml_collections.ConfigDict) -> TranslationPairs:
+  """A task of row-aligned translations (`spec.languages` set)."""
+  _check_translation_task(name, spec)
+  languages = tuple(spec.languages)
+  try:
+    data = data_load.load_parallel(spec.dataset, spec.split, languages, pivot=spec.pivot,
+                                   data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+    return TranslationPairs(dataclasses.replace(data, name=name))
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise ValueError(f"task {name!r}: {e}") from e
 
 
 def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, head_specs):
@@ -110,6 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # --- Workdir and config: refuse an incompatible run before any heavy work ------------------------
   warm_start.check_config(config)
+  check_translation_tasks(config)
   workdir_lib.check_config(workdir, config)  # written once the data and model load: no half workdir
   suite_lib.check_no_leak(config)
 
@@ -130,6 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Model, created already sharded --------------------------------------------------------------
   head_specs = [(name, dict(config.tasks[name].head)) for name in mixture.task_order(weights_by_task)]
   model, tokenizer, source = build_model(config, mesh, head_specs)
+  warm_start.check_teacher(config, model.encoder.cfg)
   workdir_lib.write_config(workdir, config)
   workdir_lib.write_model_description(workdir, model.encoder.cfg, head_specs, source.prefix, source.tokenizer)
   builder = batches_lib.BatchBuilder(
@@ -152,10 +201,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints, best_metric=config.best_metric)
   if manager.latest_step() is None:  # a resumed run restores its trained heads instead
     warm_start.set_head_biases(config, model, embedder, tasks)
-  distill_weight = float((config.get("distill") or {}).get("weight", 0.0))
+  distill = config.get("distill") or {}
   teacher_graphdef, teacher_params = None, None
-  if distill_weight:
-    teacher_graphdef, teacher_params = nnx.split(warm_start.teacher(config, model.encoder))
+  if warm_start.needs_teacher(config):
+    # The encoder as the run starts (the PCA projection in place) is the frozen teacher of every term.
+    teacher_graphdef, teacher_params = nnx.split(model.encoder)
     teacher_params = jax.tree.map(jnp.copy, teacher_params)  # frozen: the state below is donated
 
   # --- Optimizer and the jitted step ---------------------------------------------------------------
@@ -167,11 +217,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   graphdef, params = nnx.split(model)
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
   losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
-                     config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True))
+                     config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True),
+                     *warm_start.self_distill(config.tasks[n]))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
-                               teacher_graphdef=teacher_graphdef, distill_weight=distill_weight,
-                               distill_pairs=(config.get("distill") or {}).get("pairs", "all"))
+                               teacher_graphdef=teacher_graphdef, distill_weight=float(distill.get("weight", 0.0)),
+                               distill_teacher=distill.get("teacher") or "base",
+                               distill_pairs=distill.get("pairs", "all"))
 
   # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
   if (latest := manager.latest_step()) is not None:
@@ -252,7 +304,8 @@ def _prepare_datasets_once(config: ml_collections.ConfigDict) -> None:
   if jax.process_count() == 1:
     return
   if jax.process_index() == 0:
-    datasets = {spec.dataset for spec in config.tasks.values()}  # weight 0 tasks are still evaluated
+    # weight 0 tasks are still evaluated
+    datasets = {dataset for spec in config.tasks.values() for dataset, _ in suite_lib.training_splits(spec)}
     datasets |= {spec.dataset for spec in config.eval.zero_shot.values()}
     for dataset in sorted(datasets):
       data_load.prepare(dataset, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
@@ -284,7 +337,7 @@ def _step_record(loss: float, metrics: dict[str, jax.Array], names: list[str]) -
   record: dict[str, Any] = {
       "loss": loss, "task": ",".join(sorted(set(names))), "tasks": names,
       "learning_rate": float(metrics["learning_rate"]), "grad_norm": float(metrics["grad_norm"]),
-      "distill_loss": float(metrics["distill_loss"]),
+      "distill_loss": float(metrics["distill_loss"]), "self_distill_loss": float(metrics["self_distill_loss"]),
   }
   for name in sorted(set(names)):
     record[f"loss/{name}"] = float(block_loss[[n == name for n in names]].mean())

@@ -1,5 +1,5 @@
-"""Where a run starts: a projection fitted by PCA, task-head biases read from data, and the frozen
-teacher that relational distillation holds the model to.
+"""Where a run starts: a projection fitted by PCA, task-head biases read from data, and the checks on
+the frozen teacher (the encoder as the run starts) that distillation holds the model to.
 
 A fresh 384 -> 50 projection throws away what the base model knows at step 0; PCA of the base's
 pooled embeddings of training posts keeps as much of it as 50 axes can (the base cut to 50-d is a
@@ -19,15 +19,15 @@ import numpy as np
 from absl import logging
 
 from pe_jax.evaluation import metrics as metrics_lib
-from pe_jax.models.encoder import Encoder
+from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
-from pe_jax.tasks.pairs import PairTask, sample_posts
-from pe_jax.training.step import DISTILL_PAIRS
+from pe_jax.tasks.pairs import PairTask, sample_posts_by_task
+from pe_jax.training.step import DISTILL_PAIRS, TEACHER_VIEWS
 
 PROJECTION_INIT_FILE = "projection_init.npz"
 PROJECTION_INITS = ("random", "pca")
-TEACHERS = ("base", "init")
+PCA_CENTERS = ("global", "task")  # what the PCA fit centres each post on: all posts' mean, or its task's
 # Anchor/partner/negative triples per task used to place a BCE head's decision boundary.
 _BIAS_PAIRS = 64
 
@@ -38,6 +38,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if init not in PROJECTION_INITS:
     raise ValueError(f"config.model.projection_init={init!r}; known: {', '.join(PROJECTION_INITS)}")
   dim = config.model.encoder.get("projection_dim")
+  center = config.model.get("pca_center", "global")
+  if center not in PCA_CENTERS:
+    raise ValueError(f"config.model.pca_center={center!r}; known: {', '.join(PCA_CENTERS)}")
   if init == "pca":
     if not dim:
       raise ValueError("config.model.projection_init='pca' needs config.model.encoder.projection_dim (the "
@@ -51,10 +54,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.distill.pairs={distill.get('pairs')!r}; known: {', '.join(DISTILL_PAIRS)}")
   if distill.get("weight", 0) < 0:
     raise ValueError(f"config.distill.weight must be >= 0, got {distill.get('weight')}")
-  if distill.get("weight", 0) > 0 and distill.get("teacher") not in TEACHERS:
+  if distill.get("weight", 0) > 0 and distill.get("teacher") not in TEACHER_VIEWS:
     raise ValueError(f"config.distill.weight={distill.get('weight')} needs a teacher: set "
                      f"config.distill.teacher to 'base' (the pretrained encoder at full width) or 'init' "
                      f"(the model as training starts), got {distill.get('teacher')!r}")
+  for name, spec in config.tasks.items():
+    weight, view = self_distill(spec)
+    if weight < 0:
+      raise ValueError(f"config.tasks.{name}.self_distill.weight must be >= 0, got {weight}")
+    if weight > 0 and view not in TEACHER_VIEWS:
+      raise ValueError(f"config.tasks.{name}.self_distill.teacher={view!r}: set it to 'init' (the base through "
+                       f"the starting projection) or 'base' (the base at full width)")
 
 
 def check_distill_pairs(config: ml_collections.ConfigDict, num_blocks: int) -> None:
@@ -67,11 +77,29 @@ def check_distill_pairs(config: ml_collections.ConfigDict, num_blocks: int) -> N
                      "config.distill.pairs='all'")
 
 
-def teacher(config: ml_collections.ConfigDict, encoder: Encoder) -> Encoder:
-  """The frozen model relational distillation holds the student to, from the encoder as the run
-  starts: "base" drops the projection (the pretrained model's own normalised embedding, whose
-  geometry general similarity lives in), "init" keeps it (the starting point, e.g. the PCA cut)."""
-  return encoder.without_projection(normalize=True) if config.distill.teacher == "base" else encoder
+def self_distill(spec: ml_collections.ConfigDict) -> tuple[float, str]:
+  """(weight, teacher view) of a task spec's self-distillation; (0, "init") when it has none."""
+  settings = spec.get("self_distill") or {}
+  return float(settings.get("weight", 0.0)), settings.get("teacher") or "init"
+
+
+def needs_teacher(config: ml_collections.ConfigDict) -> bool:
+  """Whether any distillation term is on (relational, or a task's self-distillation)."""
+  return bool((config.get("distill") or {}).get("weight", 0)) or any(
+      self_distill(spec)[0] for spec in config.tasks.values() if spec.weight)
+
+
+def check_teacher(config: ml_collections.ConfigDict, student: EncoderConfig) -> None:
+  """Refuses a self-distillation teacher whose embedding is not the width of the student's, naming the
+  key: the full-width base ("base") cannot be a target for a student that embeds through a projection
+  to another width, while "init" (the base through the starting projection) always fits."""
+  for name, spec in config.tasks.items():
+    weight, view = self_distill(spec)
+    if spec.weight and weight and view == "base" and student.hidden_size != student.embedding_dim:
+      raise ValueError(
+          f"config.tasks.{name}.self_distill.teacher='base' embeds at {student.hidden_size}-d (the base at full "
+          f"width) but the student embeds at {student.embedding_dim}-d (config.model.encoder.projection_dim): "
+          f"use 'init' (the base through the starting projection, in the student's space)")
 
 
 def fit_projection(config: ml_collections.ConfigDict, model: PostEmbeddingModel, embedder: Embedder,
@@ -97,12 +125,17 @@ def projection_fit(config: ml_collections.ConfigDict, embedder: Embedder, tasks:
   if path.exists():
     with np.load(path) as saved:
       return saved["kernel"], saved["bias"]
-  posts = sample_posts(tasks, config.model.pca_fit_posts, config.seed)
+  by_task = sample_posts_by_task(tasks, config.model.pca_fit_posts, config.seed)
+  posts = [post for task_posts in by_task.values() for post in task_posts]
   dim = config.model.encoder.projection_dim
   if len(posts) <= dim:
     raise ValueError(f"config.model.pca_fit_posts: the tasks gave {len(posts)} posts, not more than the "
                      f"projection dimension {dim}")
-  fit = metrics_lib.pca_reduce(embedder(posts), dim, normalize=False)
+  # "task": each task's posts centred on their own mean, so axes that only tell tasks apart (in a
+  # multilingual mixture, mostly the languages) are not kept for that.
+  groups = np.repeat(np.arange(len(by_task)), [len(p) for p in by_task.values()])
+  fit = metrics_lib.pca_reduce(embedder(posts), dim, normalize=False,
+                               groups=groups if config.model.get("pca_center", "global") == "task" else None)
   kernel, bias = fit.components.T, -fit.mean @ fit.components.T
   if jax.process_index() == 0:
     _save_atomically(path, kernel=kernel, bias=bias, num_posts=len(posts))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from pe_jax.data import builders, load, manifest as manifest_lib, paths, readers
-from pe_jax.data.examples import LabeledTexts, RetrievalSet, TextPairs
+from pe_jax.data.examples import LabeledTexts, ParallelTexts, RetrievalSet, TextPairs
 
 # (dataset, split, file whose line count the split must match)
 SMALL_SPLITS = [
@@ -232,3 +232,36 @@ def test_download_path_fetches_pinned_raw_urls(shared_data_dir, tmp_path, monkey
   assert "stance/mapping.txt" in fetched and "stance/climate/test_labels.txt" in fetched
   data = load.load_split("tweeteval/stance_climate", "val", tfds_dir=tmp_path)
   assert len(data) == 40
+
+
+def test_parallel_texts_are_row_aligned_translations(shared_data_dir, tfds_dir):
+  data = load.load_parallel("stsb_multi_mt", "train+dev", ("de", "ja"), pivot="en", data_dir=shared_data_dir,
+                            tfds_dir=tfds_dir)
+  assert isinstance(data, ParallelTexts) and list(data.texts) == ["en", "de", "ja"]
+  # Each split gives its first sentences, then its second ones; train, then dev.
+  english = {s: _load("stsb_multi_mt/en", s, shared_data_dir, tfds_dir) for s in ("train", "dev")}
+  assert len(data) == 2 * (len(english["train"]) + len(english["dev"]))
+  train_de = _load("stsb_multi_mt/de", "train", shared_data_dir, tfds_dir)
+  n = len(train_de)
+  assert data.texts["de"][:n] == train_de.texts_a and data.texts["de"][n:2 * n] == train_de.texts_b
+  assert data.texts["en"][0] == "A plane is taking off." and data.texts["de"][0] == "Ein Flugzeug hebt gerade ab."
+  assert load.parallel_splits("stsb_multi_mt", "train+dev", ("en", "de")) == [
+      ("stsb_multi_mt/en", "train"), ("stsb_multi_mt/en", "dev"), ("stsb_multi_mt/de", "train"),
+      ("stsb_multi_mt/de", "dev")]
+
+
+def test_a_translation_whose_rows_differ_from_the_english_file_is_named(monkeypatch):
+  def fake(dataset, split, **kw):
+    n = 4 if dataset == "stsb_multi_mt/ja" and split == "dev" else 5
+    return TextPairs(f"{dataset}:{split}", ["x"] * n, ["y"] * n, np.zeros(n, np.float32))
+
+  monkeypatch.setattr(load, "load_split", fake)
+  with pytest.raises(ValueError, match=r"^stsb_multi_mt/stsb-ja-dev.csv \(raw data folder\) holds 4 rows, but the en "
+                                       r"file stsb_multi_mt/stsb-en-dev.csv holds 5: a translation must be row-aligned"):
+    load.load_parallel("stsb_multi_mt", "train+dev", ("de", "ja"), pivot="en")
+
+
+def test_translation_languages():
+  assert load.translation_languages("stsb_multi_mt") == ["de", "en", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh"]
+  with pytest.raises(ValueError, match="'tatoeba' holds no row-aligned translations; those that do: stsb_multi_mt, pawsx"):
+    load.translation_languages("tatoeba")

@@ -343,6 +343,17 @@ def test_pca_reduce_keeps_the_high_variance_axes():
   assert (project.components[np.arange(2), np.abs(project.components).argmax(1)] > 0).all()
 
 
+def test_pca_reduce_with_groups_drops_an_axis_that_only_tells_the_groups_apart():
+  rng = np.random.default_rng(1)
+  groups = np.repeat([0, 1, 2], 100)
+  fit = rng.normal(scale=[0.1, 1.0, 0.3], size=(300, 3))
+  fit[:, 0] += np.array([-5.0, 0.0, 5.0])[groups]  # a language offset: large, and nothing else
+  np.testing.assert_allclose(np.abs(metrics.pca_reduce(fit, 1, normalize=False).components), [[1, 0, 0]], atol=0.01)
+  within = metrics.pca_reduce(fit, 1, normalize=False, groups=groups)
+  np.testing.assert_allclose(np.abs(within.components), [[0, 1, 0]], atol=0.02)
+  np.testing.assert_allclose(within.mean, fit.mean(axis=0), rtol=1e-5)  # still centred on all rows
+
+
 def test_pca_reduce_errors():
   with pytest.raises(ValueError, match=r"pca_reduce: dim must be in \[1, 3\]"):
     metrics.pca_reduce(np.random.default_rng(0).normal(size=(4, 5)), 4)

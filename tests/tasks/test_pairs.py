@@ -3,9 +3,9 @@ import time
 import numpy as np
 import pytest
 
-from pe_jax.data.examples import LabeledTexts, RetrievalSet, TextPairs
-from pe_jax.tasks.pairs import (LabelingPairs, PairBatch, QueryPosts, ScoredPairs, stream_window,
-                                task_key)
+from pe_jax.data.examples import LabeledTexts, ParallelTexts, RetrievalSet, TextPairs
+from pe_jax.tasks.pairs import (LabelingPairs, PairBatch, QueryPosts, ScoredPairs, TranslationPairs,
+                                stream_window, task_key)
 
 
 def labeled(name, label_lists, num_labels):
@@ -250,3 +250,53 @@ def test_label_balanced_batches_with_fewer_labels_than_asked():
   b = LabelingPairs(data, labels_per_block=8).batch(seed=0, step=0, batch_size=10)
   np.testing.assert_array_equal(np.bincount(data.labels[b.a].argmax(axis=1)), [5, 5])
   assert (data.labels[b.a].argmax(axis=1) != data.labels[b.negatives].argmax(axis=1)).all()
+
+
+def parallel(n=12, languages=("de", "fr", "ja"), repeat=()):
+  """Sentence i is "s{i}" in English and "s{i} in <lang>" elsewhere; `repeat` rows copy row 0's English."""
+  english = [("s0" if i in repeat else f"s{i}") for i in range(n)]
+  return ParallelTexts("stsb", "en", {"en": english, **{l: [f"s{i} in {l}" for i in range(n)] for l in languages}})
+
+
+def test_translation_rows_are_one_sentence_in_three_languages():
+  task = TranslationPairs(parallel())
+  assert task.sides == ("en", "translations") and task.languages == ("de", "fr", "ja")
+  batch = task.batch(seed=0, step=1, batch_size=8)
+  a, b, third = task.texts_for(batch)
+  for english, first, second in zip(a, b, third):
+    assert first.startswith(english + " in ") and second.startswith(english + " in ")
+    assert first != second  # two different languages
+  # One label per sentence of the batch, the same on all three sides: the texts of a row are positives.
+  rows = batch.label_rows_a.astype(int)
+  np.testing.assert_array_equal(rows @ rows.T, np.eye(8))  # eight sentences, one label each
+  assert (batch.label_rows_a == batch.label_rows_b).all() and (batch.label_rows_a == batch.label_rows_negatives).all()
+  langs = {t.rsplit(" ", 1)[1] for t in b + third}
+  assert langs == {"de", "fr", "ja"}
+
+
+def test_translation_stream_runs_over_distinct_english_sentences():
+  task = TranslationPairs(parallel(n=10, repeat=(3, 7)))  # rows 3 and 7 repeat row 0's sentence
+  assert len(task) == 8
+  epoch = task.batch(seed=1, step=0, batch_size=8)
+  assert sorted(epoch.a) == [0, 1, 2, 4, 5, 6, 8, 9]
+  # A window wrapping into the next epoch can meet a sentence twice: its rows then share a label.
+  wrapped = task.batch(seed=1, step=1, batch_size=12)
+  same = wrapped.a[:, None] == wrapped.a[None, :]
+  np.testing.assert_array_equal(wrapped.label_rows_a.astype(int) @ wrapped.label_rows_a.T.astype(int) > 0, same)
+
+
+def test_translation_with_one_language_has_no_third_text():
+  task = TranslationPairs(parallel(languages=("de",)))
+  batch = task.batch(seed=0, step=0, batch_size=4)
+  a, b, third = task.texts_for(batch)
+  assert third is None and batch.label_rows_negatives is None
+  assert all(t == f"{e} in de" for e, t in zip(a, b))
+
+
+def test_translation_batches_are_pure_and_need_a_language():
+  task = TranslationPairs(parallel())
+  first, again = task.batch(seed=2, step=3, batch_size=6), task.batch(seed=2, step=3, batch_size=6)
+  for field in ("a", "b", "negatives"):
+    np.testing.assert_array_equal(getattr(first, field), getattr(again, field))
+  with pytest.raises(ValueError, match="task 'stsb': no language besides the pivot 'en'"):
+    TranslationPairs(ParallelTexts("stsb", "en", {"en": ["x"]}))

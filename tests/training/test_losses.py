@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pe_jax.training.losses import (in_batch_bce_loss, in_batch_contrastive_loss, matryoshka, pair_bce_loss,
-                                    relational_distillation_loss, same_label_mask, supervised_contrastive_loss)
+from pe_jax.training.losses import (embedding_distillation_loss, in_batch_bce_loss, in_batch_contrastive_loss,
+                                    matryoshka, pair_bce_loss, relational_distillation_loss, same_label_mask,
+                                    supervised_contrastive_loss)
 
 
 def unit(rng, shape):
@@ -211,3 +212,17 @@ def test_relational_distillation_is_zero_for_the_teacher_and_ignores_width():
   moved[5] = -moved[5]
   np.testing.assert_allclose(relational_distillation_loss(moved, teacher, valid),
                              relational_distillation_loss(student, teacher, valid), rtol=1e-6)
+
+
+def test_embedding_distillation_is_the_mean_squared_distance_to_the_teacher_over_valid_texts():
+  rng = np.random.default_rng(5)
+  teacher, student = unit(rng, (6, 8)), unit(rng, (6, 8))
+  valid = np.ones(6, bool)
+  np.testing.assert_allclose(embedding_distillation_loss(teacher, teacher, valid), 0.0, atol=1e-12)
+  expected = np.mean(2 - 2 * np.sum(student * teacher, -1))  # unit vectors: |s - t|^2 = 2 - 2 cos
+  np.testing.assert_allclose(embedding_distillation_loss(student, teacher, valid), expected, rtol=1e-5)
+  valid[2] = False
+  np.testing.assert_allclose(embedding_distillation_loss(student, teacher, valid),
+                             np.mean((2 - 2 * np.sum(student * teacher, -1))[valid]), rtol=1e-5)
+  grad = jax.grad(lambda t: embedding_distillation_loss(student, t, valid))(teacher)
+  assert not np.asarray(grad).any()  # the teacher is frozen

@@ -8,8 +8,9 @@ import pytest
 from flax import nnx
 
 from pe_jax.tokenization import pack_rows, packed_arrays
+from pe_jax.models.encoder import l2_normalize
 from pe_jax.training import losses
-from pe_jax.training.step import TaskLoss, compute_loss, encode_texts, make_train_step
+from pe_jax.training.step import TaskLoss, compute_loss, encode_texts, make_train_step, teacher_views
 
 TASKS = (TaskLoss("alpha", "bce", in_batch=False), TaskLoss("bravo", "bce", matryoshka_dims=(4, 8)),
          TaskLoss("charlie", "contrastive", symmetric=True), TaskLoss("delta", "supcon"))
@@ -141,7 +142,7 @@ def test_distillation_across_blocks_holds_only_pairs_from_different_blocks(model
   assert distill(one, "across_blocks") == 0
   batch = make_batch([0, 0, 0])
   block_of = (np.arange(3 * 3 * ROWS) // ROWS) % 3
-  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), encode_texts(teacher, batch),
+  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), teacher_views(teacher, batch)["base"],
                                                  np.ones(3 * 3 * ROWS, bool), block_of[:, None] != block_of[None, :])
   np.testing.assert_allclose(distill(batch, "across_blocks"), expected, rtol=1e-5)
   assert not np.isclose(distill(batch, "across_blocks"), distill(batch, "all"))
@@ -181,3 +182,45 @@ def test_train_step_updates_params_and_reports_its_schedule(model):
     losses.append(float(metrics["loss"]))
   assert int(state["step"]) == 4
   assert losses[-1] < losses[0], losses  # the same batch four times: it must be learnt
+
+
+def test_self_distillation_pulls_each_text_of_its_blocks_towards_the_teachers_anchor(model):
+  """With the student as its own "init" teacher, side a is at its target and the term is the mean, over
+  the blocks of its task, of the other texts' squared distance to their row's anchor."""
+  graphdef, params = model
+  tasks = TASKS[:3] + (TaskLoss("delta", "supcon", self_distill=2.0, self_distill_teacher="init"),)
+  task_ids = np.array([3, 0, 3, 1])
+  batch = make_batch(task_ids)
+  student = nnx.merge(graphdef, params)
+  emb = np.asarray(encode_texts(student.encoder, batch), np.float64).reshape(3, 4, ROWS, -1)
+  per_block = [np.mean(np.sum((emb[:, j] - emb[0, j]) ** 2, -1)) for j in np.flatnonzero(task_ids == 3)]
+  loss_of = jax.jit(lambda p, b, t: compute_loss(nnx.merge(graphdef, p), b, t, teacher=nnx.merge(graphdef, p).encoder),
+                    static_argnums=2)
+  loss, aux = loss_of(params, batch, tasks)
+  plain, plain_aux = loss_of(params, batch, TASKS)
+  np.testing.assert_allclose(aux["self_distill_loss"], np.mean(per_block), rtol=1e-5)
+  np.testing.assert_allclose(loss - plain, 2.0 * np.mean(per_block), rtol=1e-5)
+  assert float(plain_aux["self_distill_loss"]) == 0.0
+  # A missing third text does not count, however far it sits.
+  np.testing.assert_allclose(loss_of(params, make_batch(task_ids, negatives_valid=0.0), tasks)[1]["self_distill_loss"],
+                             np.mean([np.mean(np.sum((emb[:2, j] - emb[0, j]) ** 2, -1)) for j in (0, 2)]), rtol=1e-5)
+
+
+def test_teacher_views_are_the_full_width_and_the_projected_embedding(model):
+  graphdef, params = model
+  encoder = nnx.merge(graphdef, params).encoder
+  batch = make_batch([0, 1])
+  views = teacher_views(encoder, batch)
+  n = 3 * 2 * ROWS
+  pooled = encoder.pool_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=n)
+  np.testing.assert_allclose(views["init"], encode_texts(encoder, batch), rtol=1e-6)
+  np.testing.assert_allclose(views["base"], l2_normalize(pooled), rtol=1e-6)
+  assert views["base"].shape == (n, encoder.cfg.hidden_size) and views["init"].shape == (n, encoder.cfg.embedding_dim)
+
+
+def test_distillation_without_a_teacher_is_refused(model):
+  graphdef, params = model
+  with pytest.raises(ValueError, match="distillation needs the frozen teacher"):
+    compute_loss(nnx.merge(graphdef, params), make_batch([0]), (TaskLoss("alpha", "supcon", self_distill=1.0),))
+  with pytest.raises(ValueError, match="task 'alpha': self-distillation teacher 'full' is not one of"):
+    TaskLoss("alpha", "supcon", self_distill_teacher="full")

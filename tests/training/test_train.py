@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import multilingual
 from pe_jax import sharding as sharding_lib
 from pe_jax.data import load as data_load
 from pe_jax.data.examples import LabeledTexts
+from pe_jax.evaluation import suite as suite_lib
 from pe_jax.models import pretrained
 from pe_jax.tokenization import TextTokenizer
 from pe_jax.training import train as train_lib
@@ -201,3 +203,59 @@ def test_training_texts_carry_the_models_prefix(short_config, monkeypatch, tmp_p
   with pytest.raises(StopAtFirstBatch):
     train_and_evaluate(short_config(), tmp_path)
   assert seen and all(t.startswith("query: ") for t in seen), seen[:3]
+
+
+@pytest.fixture(scope="module")
+def multilingual_smoke(shared_data_dir, tfds_dir):
+  """`make()`: configs/multilingual.py:smoke (tiny random model; two sentiment tasks and the translation
+  task in English, de, fr and ja) cut to 3 steps, on the staged data."""
+  def make():
+    config = multilingual.get_config("smoke")
+    config.update(dict(data_dir=str(shared_data_dir), tfds_dir=str(tfds_dir), total_steps=3, eval_every=3,
+                       checkpoint_every=3))
+    config.model.encoder.max_seq_length = 16
+    config.eval.num_triplets = 50
+    return config
+  return make
+
+
+def test_the_translation_task_trains_end_to_end(multilingual_smoke, tmp_path):
+  """Both distillation terms and the translation task on a tiny random model: every step trains every
+  task, the self-distillation is measured, and the task itself is scored only by the zero-shot sets."""
+  config = multilingual_smoke()
+  results = train_and_evaluate(config, tmp_path)
+  records = [r for r in read_metrics(tmp_path) if "loss" in r]
+  assert [r["step"] for r in records] == [1, 2, 3]
+  for r in records:
+    assert sorted(r["tasks"]) == ["sentiment_french", "sentiment_german", "translation"], r
+    assert math.isfinite(r["loss"]) and r["self_distill_loss"] > 0 and r["distill_loss"] > 0, r
+  assert not any(key.startswith("translation/") for key in results)
+  assert set(results) == {"sentiment_french/triplet_acc", "sentiment_german/triplet_acc", "triplet_acc/mean"}
+
+
+def test_translation_languages_and_loss_are_checked_by_key(multilingual_smoke):
+  config = multilingual_smoke()
+  config.tasks.translation.languages = ("de", "xx", "fr")
+  with pytest.raises(ValueError, match=r"^config.tasks.translation.languages: stsb_multi_mt has no file in language "
+                                       r"'xx'; its languages: de, en, es"):
+    build_tasks(config)
+  config.tasks.translation.languages = ("de", "fr")
+  config.tasks.translation.pivot = "eng"
+  with pytest.raises(ValueError, match=r"^config.tasks.translation.pivot: .* 'eng' \(did you mean 'en'\?\)"):
+    build_tasks(config)
+  config.tasks.translation.pivot = "en"
+  config.tasks.translation.languages = ("de", "en")
+  with pytest.raises(ValueError, match=r"languages=\('de', 'en'\): name each language once, and not the pivot 'en'"):
+    build_tasks(config)
+  config.tasks.translation.languages = ("de", "fr")
+  config.tasks.translation.loss = "bce"
+  with pytest.raises(ValueError, match=r"^config.tasks.translation.loss='bce': a translation task trains with supcon or "
+                                       r"contrastive"):
+    build_tasks(config)
+
+
+def test_a_translation_task_reading_a_zero_shot_split_is_refused():
+  config = multilingual.get_config("cpu")
+  config.tasks.translation.split = "train+test"
+  with pytest.raises(ValueError, match=r"task 'translation' trains on stsb_multi_mt/de:test, but zero-shot 'zs_sts_de'"):
+    suite_lib.check_no_leak(config)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import multilingual
 from pe_jax import sharding as sharding_lib
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models import weights
 from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
-from pe_jax.tasks.pairs import sample_posts
+from pe_jax.tasks.pairs import sample_posts, sample_posts_by_task
 from pe_jax.training import warm_start
 from pe_jax.training.train import build_tasks, train_and_evaluate
 
@@ -48,6 +49,20 @@ def test_pca_projection_starts_at_the_pca_of_the_pooled_base(model_and_tasks, mi
   assert (tmp_path / warm_start.PROJECTION_INIT_FILE).exists()
 
 
+def test_a_task_centred_fit_centres_each_tasks_posts_on_their_own_mean(model_and_tasks, minilm_tokenizer, base_config,
+                                                                       tmp_path):
+  model, tasks = model_and_tasks
+  config = pca_config(base_config)
+  config.model.pca_center = "task"
+  pooled = Embedder(model.encoder.without_projection(normalize=False), minilm_tokenizer)
+  warm_start.fit_projection(config, model, pooled, tasks, tmp_path)
+  by_task = sample_posts_by_task(tasks, 40, config.seed)
+  groups = np.repeat(np.arange(len(by_task)), [len(p) for p in by_task.values()])
+  fit = metrics_lib.pca_reduce(pooled(sample_posts(tasks, 40, config.seed)), 4, normalize=False, groups=groups)
+  saved = np.load(tmp_path / warm_start.PROJECTION_INIT_FILE)
+  np.testing.assert_allclose(saved["kernel"], fit.components.T, atol=1e-5)
+
+
 def test_a_saved_fit_is_reused_without_embedding(model_and_tasks, minilm_tokenizer, base_config, tmp_path):
   """A resumed run rebuilds its starting point (the distillation teacher) from the saved fit."""
   model, tasks = model_and_tasks
@@ -81,6 +96,7 @@ def test_bce_bias_sits_between_positive_and_negative_cosines(model_and_tasks, mi
 @pytest.mark.parametrize("changes, match", [
     (dict(projection_init="orthogonal"), r"config.model.projection_init='orthogonal'; known: random, pca"),
     (dict(projection_init="pca", pca_fit_posts=10), r"config.model.pca_fit_posts=10 must exceed the projection dimension 16"),
+    (dict(pca_center="language"), r"config.model.pca_center='language'; known: global, task"),
 ])
 def test_bad_warm_start_settings_are_named(base_config, changes, match):
   config = base_config()
@@ -122,3 +138,27 @@ def test_distillation_across_blocks_with_one_block_per_step_is_refused_before_tr
   config.distill.pairs = "sideways"
   with pytest.raises(ValueError, match=r"config.distill.pairs='sideways'; known: all, across_blocks"):
     warm_start.check_config(config)
+
+
+def test_a_self_distillation_teacher_of_another_width_is_named():
+  config = multilingual.get_config("smoke")
+  config.tasks.translation.self_distill.teacher = "base"
+  student = EncoderConfig(vocab_size=10, hidden_size=32, num_heads=4, projection_dim=16)
+  with pytest.raises(ValueError, match=r"^config.tasks.translation.self_distill.teacher='base' embeds at 32-d \(the base "
+                                       r"at full width\) but the student embeds at 16-d"):
+    warm_start.check_teacher(config, student)
+  warm_start.check_teacher(config, student.replace(projection_dim=None))  # a full-width student: it fits
+  config.tasks.translation.self_distill.teacher = "init"
+  warm_start.check_teacher(config, student)
+  config.tasks.translation.self_distill.teacher = "full"
+  with pytest.raises(ValueError, match=r"config.tasks.translation.self_distill.teacher='full': set it to 'init'"):
+    warm_start.check_config(config)
+
+
+def test_the_teacher_is_needed_by_either_distillation():
+  config = multilingual.get_config("smoke")
+  assert warm_start.needs_teacher(config)
+  config.distill.weight = 0.0
+  assert warm_start.needs_teacher(config)  # the translation task's self-distillation still needs it
+  config.tasks.translation.weight = 0.0
+  assert not warm_start.needs_teacher(config)

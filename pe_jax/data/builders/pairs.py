@@ -42,11 +42,16 @@ class StsbMultiMt(base.PeJaxBuilder):
       for lang in ("de", "en", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh")
   ]
 
+  @staticmethod
+  def source_file(lang: str, split: str) -> str:
+    """The raw file of a language's split, relative to the source's folder."""
+    return f"stsb-{lang}-{split}.csv"
+
   def _features(self):
     return base.pair_features()
 
   def _read_split(self, files, split, stats):
-    relpath = f"stsb-{self.builder_config.name}-{split}.csv"
+    relpath = self.source_file(self.builder_config.name, split)
     path = files.path(relpath)
     rows = readers.read_csv(path, stats, num_fields=3)
     # The Files table counts lines, not CSV records. These files hold one CRLF-terminated record
@@ -71,11 +76,16 @@ class Pawsx(base.PeJaxBuilder):
       base.Config(name=lang, splits=("dev",)) for lang in ("de", "en", "es", "fr", "ja", "ko", "zh")
   ]
 
+  @staticmethod
+  def source_file(lang: str, split: str) -> str:
+    """The raw file of a language's split, relative to the source's folder."""
+    return f"{split}-{lang}.tsv"
+
   def _features(self):
     return base.pair_features()
 
   def _read_split(self, files, split, stats):
-    relpath = f"{split}-{self.builder_config.name}.tsv"
+    relpath = self.source_file(self.builder_config.name, split)
     path = files.path(relpath)
     rows = readers.read_tsv(path, stats, num_fields=3)
     files.check_records(relpath, len(rows))
