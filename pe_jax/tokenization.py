@@ -112,6 +112,21 @@ def pack_rows(rows: Sequence[np.ndarray], text_ids: Sequence[int], length: int) 
   return packed
 
 
+# Packed rows of 128 tokens: attention costs each token its row's length, and on CPU rows of 128 embedded
+# tweets 1.5x faster than rows of 256 (texts past it go to rows of the model's truncation length).
+ROW_LENGTH = 128
+
+# Posts average 20-40 tokens; pooling room for one text per 4 tokens keeps a packed call's output small,
+# and the embedder splits a call of more (very short) texts.
+_TOKENS_PER_TEXT = 4
+
+
+def texts_per_call(num_rows, length):
+  """How many texts a call of `num_rows` x `length` packed tokens pools: a static shape, and a
+  symbolic one in an exported program (so no max(), only integer arithmetic), at least 1."""
+  return -(-(num_rows * length) // _TOKENS_PER_TEXT)
+
+
 def packed_arrays(rows: Sequence[np.ndarray], text_ids: Sequence[int], packing: list[list[int]], length: int,
                   num_rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(ids, segment ids = 1 + text id or 0 for padding, positions) [num_rows, length] for `packing`."""

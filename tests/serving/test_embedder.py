@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from fixtures import HIDDEN, numpy_embed, tiny_tensors
+from fixtures import HIDDEN, numpy_embed, run_encoder, tiny_tensors
 from pe_jax.models import weights
 from pe_jax.models.loading import load_model
 from pe_jax.serving.embedder import Embedder, RowShape, cut_calls
@@ -147,3 +147,25 @@ def test_update_model_swaps_weights_without_recompiling(embedder, tiny_bert_dir)
 def test_from_pretrained_passes_overrides(tiny_bert_dir):
   embedder = Embedder.from_pretrained(str(tiny_bert_dir), batch_size=4, config_overrides={"projection_dim": 8})
   assert (embedder.dim, embedder.batch_size, embedder.prefix, embedder.tokenizer.max_length) == (8, 4, "", 24)
+
+
+@pytest.mark.slow
+def test_packed_equals_one_text_a_row_on_real_weights(shared_data_dir):
+  """minilm-l6 on real posts of every length, some past the 128-token rows (the long shape) and one past
+  the 256-token limit: packed rows against the encoder run on one text a row, padding masked."""
+  posts = []
+  for task in ("emoji", "emotion", "hate", "irony", "offensive", "sentiment"):
+    lines = (shared_data_dir / "tweeteval" / task / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    posts += lines[::50]
+  rng = random.Random(0)
+  posts += [" ".join(rng.sample(posts, k)) for k in (4, 5, 6, 8, 30)] + ["", " "]
+  model, tokenizer, _ = load_model("minilm-l6")
+  embedder = Embedder(model, tokenizer)
+  packed = embedder(posts)
+  ids, _ = tokenizer.encode(posts)
+  assert max(map(len, ids)) == 256 and sum(len(r) > 128 for r in ids) >= 3 and embedder.num_traces == 2
+  # 32 texts a call of one shape: a text's own row, padding masked, is the unpacked path.
+  one_a_row = np.concatenate([run_encoder(model, ids[i : i + 32], length=256, rows=32)[: len(ids[i : i + 32])]
+                              for i in range(0, len(ids), 32)])
+  cosine = (packed * one_a_row).sum(1)
+  assert cosine.min() >= 0.99999, (int(np.argmin(cosine)), cosine.min())
