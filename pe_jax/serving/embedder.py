@@ -60,7 +60,7 @@ class Embedder:
       tokenizer: TextTokenizer,
       *,
       prefix: str = "",
-      batch_size: int = 8,
+      batch_size: int | None = None,
       row_length: int = ROW_LENGTH,
       chunk_size: int = 8192,
       mesh: jax.sharding.Mesh | None = None,
@@ -70,6 +70,8 @@ class Embedder:
     self.chunk_size = chunk_size
     self.mesh = mesh or sharding_lib.single_device_mesh()
     dp = sharding_lib.data_parallel_size(self.mesh)
+    # 8 rows (rounded up to fill every data-parallel shard) unless told.
+    batch_size = batch_size or -(-8 // dp) * dp
     if batch_size % dp:
       raise ValueError(f"batch_size {batch_size} must be a multiple of the data-parallel size {dp}")
     if row_length < 1:

@@ -70,6 +70,7 @@ def test_at_most_two_shapes_and_nothing_compiles_after_warmup(embedder, caplog):
 def test_rows_as_long_as_the_limit_give_one_shape(tiny_bert_dir):
   model, tokenizer, _ = load_model(str(tiny_bert_dir))
   assert Embedder(model, tokenizer, batch_size=4).shapes == [RowShape(rows=4, length=24)]
+  assert Embedder(model, tokenizer).shapes == [RowShape(rows=8, length=24)]  # 8 rows unless told
 
 
 def test_a_call_of_more_short_texts_than_it_pools_is_split(tiny_bert_dir):
