@@ -20,6 +20,6 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
   path = pathlib.Path(path).expanduser()
   path.mkdir(parents=True, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", str(path))
-  # Embedding buckets compile in well under a second each; they are worth keeping too.
+  # The embedder's row shapes compile in a second or two each; they are worth keeping too.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   return path

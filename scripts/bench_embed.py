@@ -6,10 +6,14 @@ the `load_embedder.py` it ships, under onnxruntime).
 
   python scripts/bench_embed.py                      # 4,000 TweetEval posts, all-MiniLM-L6-v2
   python scripts/bench_embed.py --n 1000 --json out.json
+  python scripts/bench_embed.py --systems pe_jax,onnxruntime:16,onnxruntime:64   # peers at other batch sizes
 
 Each system runs in a fresh subprocess twice over: "whole process" is import + load + (compile) +
 embed, as a user's command would take; "steady state" re-embeds the same posts in that process after a
-first pass. Peak memory is the subprocess's max RSS. The machine is noisy: read the ratios.
+first pass. The cold start is broken down: interpreter start and imports, weight load, the first batch
+(`--batch_size` posts; for pe_jax the XLA compilation in it is shown apart, with a cold cache). Peak
+memory is the subprocess's max RSS. The machine is noisy: read the ratios. `SYSTEM:B` runs a peer at
+batch size B; pe_jax's calls are `--rows` packed rows of 128 tokens, whatever the posts' lengths.
 Needs the peers installed: pip install torch==2.13.0 sentence-transformers onnxruntime onnx.
 """
 
@@ -43,7 +47,10 @@ def load_posts(data_dir: pathlib.Path, n: int) -> list[str]:
 # --- workers: each runs in its own process --------------------------------------------------------
 
 
-def worker_pe_jax(posts, batch_size):
+# Each worker imports, marks "import", loads the model, marks "load" and returns texts -> embeddings.
+
+
+def worker_pe_jax(mark, rows):
   import jax
 
   compile_s = []
@@ -51,17 +58,19 @@ def worker_pe_jax(posts, batch_size):
       lambda event, secs, **kw: compile_s.append(secs) if event == "/jax/core/compile/backend_compile_duration" else None)
   from pe_jax.serving.embedder import Embedder
 
-  embedder = Embedder.from_pretrained("minilm-l6", batch_size=batch_size)
-  first = embedder(posts)
-  return first, lambda: embedder(posts), {"compile_s": sum(compile_s), "shapes": embedder.num_traces}
+  mark("import")
+  embedder = Embedder.from_pretrained("minilm-l6", batch_size=rows)
+  mark("load")
+  return embedder, lambda: {"compile_s": sum(compile_s), "shapes": embedder.num_traces}
 
 
-def worker_sentence_transformers(posts, batch_size):
+def worker_sentence_transformers(mark, batch_size):
   from sentence_transformers import SentenceTransformer
 
+  mark("import")
   model = SentenceTransformer(str(minilm_folder()), device="cpu")
-  encode = lambda: model.encode(posts, batch_size=batch_size, normalize_embeddings=True)
-  return encode(), encode, {}
+  mark("load")
+  return lambda texts: model.encode(texts, batch_size=batch_size, normalize_embeddings=True), dict
 
 
 def export_onnx(path: pathlib.Path) -> None:
@@ -89,17 +98,19 @@ def export_onnx(path: pathlib.Path) -> None:
         opset_version=17, dynamo=False)
 
 
-def worker_onnxruntime(posts, batch_size, onnx_path):
+def worker_onnxruntime(mark, batch_size, onnx_path):
   import numpy as np
   import onnxruntime as ort
   import tokenizers
 
+  mark("import")
   session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
   tok = tokenizers.Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
   tok.enable_truncation(256)
   tok.no_padding()
+  mark("load")
 
-  def encode():
+  def encode(posts):
     encs = tok.encode_batch(posts)
     order = np.argsort([len(e.ids) for e in encs])
     out = np.empty((len(posts), 384), np.float32)
@@ -116,7 +127,7 @@ def worker_onnxruntime(posts, batch_size, onnx_path):
       out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     return out
 
-  return encode(), encode, {}
+  return encode, dict
 
 
 def export_pe_jax_onnx(folder: pathlib.Path) -> None:
@@ -128,50 +139,58 @@ def export_pe_jax_onnx(folder: pathlib.Path) -> None:
   export_source(ExportSource(encoder=encoder, tokenizer=tokenizer.backend, prefix=prefix), "onnx", folder)
 
 
-def worker_pe_jax_onnx(posts, batch_size, folder):
+def worker_pe_jax_onnx(mark, batch_size, folder):
   import importlib.util
+
+  import onnxruntime  # noqa: F401 - imported here so that "import" holds it, as for the other rows
 
   # The folder's own standalone loader, as a user without pe_jax would run it.
   spec = importlib.util.spec_from_file_location("load_embedder", pathlib.Path(folder) / "load_embedder.py")
   loader = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(loader)
+  mark("import")
   embed = loader.load(folder, batch_size=batch_size)
-  encode = lambda: embed(posts)
-  return encode(), encode, {}
+  mark("load")
+  return embed, dict
 
 
 def run_worker(args) -> None:
   posts = json.loads(pathlib.Path(args.posts).read_text())
-  if args.worker == "pe_jax":
-    first, again, extra = worker_pe_jax(posts, args.batch_size)
-  elif args.worker == "sentence_transformers":
-    first, again, extra = worker_sentence_transformers(posts, args.batch_size)
-  elif args.worker == "pe_jax_onnx":
-    first, again, extra = worker_pe_jax_onnx(posts, args.batch_size, args.pe_jax_onnx)
-  else:
-    first, again, extra = worker_onnxruntime(posts, args.batch_size, args.onnx)
   # From the parent's launch of this process: interpreter start-up and imports count, as for a user.
+  marks = {}
+  mark = lambda phase: marks.setdefault(phase, time.time())
+  system, batch_size = args.worker, args.batch_size
+  if system == "pe_jax":
+    encode, extra = worker_pe_jax(mark, args.rows)
+  elif system == "sentence_transformers":
+    encode, extra = worker_sentence_transformers(mark, batch_size)
+  elif system == "pe_jax_onnx":
+    encode, extra = worker_pe_jax_onnx(mark, batch_size, args.pe_jax_onnx)
+  else:
+    encode, extra = worker_onnxruntime(mark, batch_size, args.onnx)
+  encode(posts[:batch_size])
+  mark("first_batch")
+  first = encode(posts)
   whole = time.time() - args.launched_at
+  cold = {"import_s": marks["import"] - args.launched_at, "load_s": marks["load"] - marks["import"],
+          "first_batch_s": marks["first_batch"] - marks["load"]}
+  cold.update(extra())
   runs = []
   for _ in range(args.repeats):
     t = time.perf_counter()
-    again()
+    encode(posts)
     runs.append(time.perf_counter() - t)
   import numpy as np
 
   np.save(args.emb_out, np.asarray(first, np.float32))
-  print(json.dumps({
-      "whole_process_s": whole,
-      "steady_s": min(runs),
-      "peak_rss_mb": peak_rss_mb(),
-      **extra,
-  }))
+  print(json.dumps({"whole_process_s": whole, "steady_s": min(runs), "peak_rss_mb": peak_rss_mb(), **cold}))
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--n", type=int, default=4000)
-  p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--batch_size", type=int, default=32, help="posts per call of the peers (SYSTEM:B overrides)")
+  p.add_argument("--rows", type=int, default=8, help="pe_jax: packed rows of 128 tokens per call")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--data_dir", default=os.environ.get("PE_JAX_DATA_DIR", str(REPO.parent / "shared" / "data")))
   p.add_argument("--systems", default="pe_jax,sentence_transformers,onnxruntime,pe_jax_onnx")
@@ -192,16 +211,19 @@ def main() -> None:
   posts = load_posts(pathlib.Path(args.data_dir), args.n)
   (tmp / "posts.json").write_text(json.dumps(posts))
   systems = args.systems.split(",")
-  if "onnxruntime" in systems:
+  kinds = {name.split(":")[0] for name in systems}
+  if "onnxruntime" in kinds:
     export_onnx(tmp / "minilm.onnx")
-  if "pe_jax_onnx" in systems:
+  if "pe_jax_onnx" in kinds:
     export_pe_jax_onnx(tmp / "pe_jax_onnx")
 
   results = {}
   for name in systems:
-    cmd = [sys.executable, __file__, "--worker", name, "--posts", str(tmp / "posts.json"), "--onnx",
+    kind, _, batch = name.partition(":")
+    cmd = [sys.executable, __file__, "--worker", kind, "--posts", str(tmp / "posts.json"), "--onnx",
            str(tmp / "minilm.onnx"), "--pe_jax_onnx", str(tmp / "pe_jax_onnx"), "--emb_out", str(tmp / f"{name}.npy"),
-           "--batch_size", str(args.batch_size), "--repeats", str(args.repeats), "--launched_at", str(time.time())]
+           "--batch_size", batch or str(args.batch_size), "--rows", str(args.rows), "--repeats", str(args.repeats),
+           "--launched_at", str(time.time())]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if out.returncode:
       sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
@@ -210,8 +232,9 @@ def main() -> None:
     r["steady_texts_per_s"] = len(posts) / r["steady_s"]
     results[name] = r
     print(f"{name:>22}: whole process {r['whole_process_s']:6.1f}s ({r['whole_texts_per_s']:5.0f} texts/s), "
-          f"steady {r['steady_texts_per_s']:5.0f} texts/s, peak RSS {r['peak_rss_mb']:.0f} MB"
-          + (f", compile {r['compile_s']:.1f}s over {r['shapes']} shapes" if "compile_s" in r else ""), flush=True)
+          f"steady {r['steady_texts_per_s']:5.0f} texts/s, peak RSS {r['peak_rss_mb']:.0f} MB; cold start: "
+          f"import {r['import_s']:.1f}s, load {r['load_s']:.1f}s, first batch {r['first_batch_s']:.1f}s"
+          + (f" (compile {r['compile_s']:.1f}s over {r['shapes']} shapes)" if "compile_s" in r else ""), flush=True)
 
   ref = np.load(tmp / f"{systems[0]}.npy")
   for name in systems[1:]:
@@ -227,7 +250,8 @@ def main() -> None:
       results[f"ratio_pe_jax_vs_{name}"] = {"whole_process": w, "steady_state": s}
       print(f"pe_jax / {name}: whole process {w:.2f}x, steady state {s:.2f}x, "
             f"min cosine {results[name]['min_cosine_vs_pe_jax']:.6f}")
-  print(f"{len(posts)} posts, batch size {args.batch_size}, {os.cpu_count()} CPU cores")
+  print(f"{len(posts)} posts, peers' batch size {args.batch_size} unless named, pe_jax {args.rows} rows a call, "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
 

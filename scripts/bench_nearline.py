@@ -163,7 +163,7 @@ def main() -> None:
   p.add_argument("--seconds", type=float, default=60, help="how long the producer runs at the steady rate")
   p.add_argument("--batch_size", type=int, default=256, help="worker micro-batch (events)")
   p.add_argument("--max_wait_ms", type=float, default=100)
-  p.add_argument("--embed_batch", type=int, default=8, help="rows per jitted call, offline and in the worker")
+  p.add_argument("--embed_batch", type=int, default=8, help="packed rows per jitted call, offline and in the worker")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--json", help="also write the results here")
   args = p.parse_args()
@@ -175,7 +175,7 @@ def main() -> None:
 
   posts = load_posts(args.data_dir)
   embedder = Embedder.from_pretrained(args.model, batch_size=args.embed_batch)
-  embedder.embed(posts)  # compiles the buckets these posts need
+  embedder.embed(posts)  # compiles the row shapes these posts need
   offline_before = offline_throughput(embedder, posts, args.repeats)
   print(f"offline Embedder.embed: {offline_before:,.1f} posts/s ({len(posts)} TweetEval emotion test posts, "
         f"{args.model}, {args.embed_batch} rows a call)")
@@ -193,7 +193,7 @@ def main() -> None:
     try:
       started = time.monotonic()
       run.wait(lambda: run.metrics().get("ready"), 1800, "the worker to load and warm up")
-      print(f"worker ready (model loaded, every bucket compiled) in {time.monotonic() - started:.1f} s")
+      print(f"worker ready (model loaded, both row shapes compiled) in {time.monotonic() - started:.1f} s")
       peak = max_throughput(run, posts, args.n)
       print(f"sustained maximum: {peak['posts_per_s']:,.1f} posts/s ({peak['posts']} posts in {peak['seconds']:.1f} s)")
       rate = args.rate_fraction * peak["posts_per_s"]

@@ -59,22 +59,30 @@ print(f"train: step {med('perf/step_time') * 1e3:.1f} ms, {med('perf/tokens_per_
       f"{mfu} (median of {len(timed)} log windows)")
 PY
 
-echo "== embedding throughput ($POSTS posts, batch $BATCH, $DTYPE)"
+echo "== embedding throughput ($POSTS posts, $BATCH packed rows a call, $DTYPE)"
 python - "$POSTS" "$BATCH" "$DTYPE" <<'PY' | tee "$OUT/embed_summary.txt"
 import sys, time, itertools
 import jax
+import numpy as np
 from pe_jax import sharding
 from pe_jax.data import load
 from pe_jax.serving.embedder import Embedder
+from pe_jax.training import flops
 n, batch, dtype = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 posts = load.load_split("tweeteval/emotion", "train").texts
 texts = list(itertools.islice(itertools.cycle(posts), n))
 mesh = sharding.make_mesh({"data": -1}, jax.local_devices())
+devices = jax.local_devices()
+peak = flops.peak_flops(devices[0].device_kind, dtype)
 for model in ("minilm-l6", "multilingual-e5-small"):
   e = Embedder.from_pretrained(model, mesh=mesh, batch_size=batch, config_overrides={"dtype": dtype})
-  e(texts[:20 * batch])  # compiles the length buckets these posts use (warmup() would compile them all)
+  e.warmup()  # both row shapes
   t = time.perf_counter(); e(texts); dt = time.perf_counter() - t
-  print(f"embed {model}: {n / dt:,.0f} posts/s over {n} TweetEval posts ({dt:.1f} s, compiled before)")
+  lengths = np.array([len(r) for r in e.tokenizer.encode([e.prefix + x for x in texts])[0]], np.int64)
+  model_flops = flops.forward_flops(e.config, flops.TokenCounts(n, int(lengths.sum()), int((lengths ** 2).sum())))
+  mfu = f", MFU {flops.mfu(model_flops, dt, len(devices), peak):.1%}" if peak else ""
+  print(f"embed {model}: {n / dt:,.0f} posts/s, {lengths.sum() / dt:,.0f} tokens/s over {n} TweetEval posts "
+        f"({dt:.1f} s, compiled before){mfu}")
 PY
 
 echo "== summary ($OUT)"

@@ -1,4 +1,4 @@
-"""Text cleaning, truncation that keeps the closing token, length buckets and padding."""
+"""Text cleaning, truncation that keeps the closing token, padding and packing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fixtures import tiny_tokenizer
-from pe_jax.tokenization import TextTokenizer, TokenStats, bucket_length, clean_texts, pad_batch
+from pe_jax.tokenization import TextTokenizer, TokenStats, clean_texts, pack_rows, pad_batch
 
 
 def test_clean_texts_counts_and_repairs():
@@ -52,13 +52,26 @@ def test_tokenizer_padding_and_truncation_settings_are_ignored():
   assert TextTokenizer(tiny_tokenizer("xlmr"), max_length=16, pad_id=1).pad_id == 1
 
 
-@pytest.mark.parametrize("n, want", [(0, 8), (1, 8), (8, 8), (9, 16), (250, 250), (256, 250)])
-def test_bucket_length(n, want):
-  assert bucket_length(n, 8, 250) == want
-
-
 def test_pad_batch():
   ids, mask = pad_batch([np.array([5, 6, 7]), np.array([9])], 4, 3, pad_id=1)
   np.testing.assert_array_equal(ids, [[5, 6, 7, 1], [9, 1, 1, 1], [1, 1, 1, 1]])
   np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
   assert ids.dtype == mask.dtype == np.int32
+
+
+def test_pack_rows_puts_each_text_once_into_rows_that_fit():
+  rng = np.random.default_rng(0)
+  rows = [np.zeros(n, np.int32) for n in rng.integers(0, 17, size=500)]
+  packing = pack_rows(rows, range(500), 16)
+  assert sorted(i for row in packing for i in row) == list(range(500))
+  assert all(sum(len(rows[i]) for i in row) <= 16 for row in packing)
+
+
+def test_pack_rows_takes_the_fullest_row_that_fits():
+  rows = [np.zeros(n, np.int32) for n in (6, 5, 4, 3)]
+  assert pack_rows(rows, range(4), 10) == [[0, 2], [1, 3]]  # 3 goes beside 5 (room 5), not beside 6+4
+
+
+def test_pack_rows_names_a_text_longer_than_a_row():
+  with pytest.raises(ValueError, match="text 7 has 9 tokens, more than the packed row length 8"):
+    pack_rows([np.zeros(9, np.int32)], [7], 8)

@@ -15,8 +15,9 @@ import tokenizers
 
 from pe_jax.export import standalone_embedder
 from pe_jax.models.encoder import Encoder
+from pe_jax.tokenization import ROW_LENGTH
 
-LENGTH_MULTIPLE = 8  # as pe_jax's Embedder: few distinct shapes, little padding
+LENGTH_MULTIPLE = 8  # ONNX rows are padded, to a multiple of this: few distinct shapes, little padding
 
 
 def write_runtime_files(folder: pathlib.Path, encoder: Encoder, tokenizer: tokenizers.Tokenizer, prefix: str, *,
@@ -27,6 +28,7 @@ def write_runtime_files(folder: pathlib.Path, encoder: Encoder, tokenizer: token
   (folder / standalone_embedder.TOKENIZER_FILE).write_text(tokenizer.to_str())
   settings = {"format": fmt, **files, "prefix": prefix, "max_seq_length": cfg.max_seq_length,
               "pad_token_id": cfg.pad_token_id, "length_multiple": LENGTH_MULTIPLE,
+              "row_length": min(ROW_LENGTH, cfg.max_seq_length),
               "embedding_dim": cfg.embedding_dim, "pooling": cfg.pooling, "normalized": cfg.normalize}
   (folder / standalone_embedder.SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
   shutil.copyfile(standalone_embedder.__file__, folder / standalone_embedder.LOADER_FILE)

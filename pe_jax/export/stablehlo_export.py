@@ -1,7 +1,10 @@
 """The embedding function as a serialized `jax.export` program, with the weights beside it.
 
-  embedding.stablehlo   jax.export.Exported.serialize(): (params, input_ids, attention_mask) -> embeddings,
-                        input shapes symbolic ("b, l": any batch, any length up to max_seq_length),
+  embedding.stablehlo   jax.export.Exported.serialize(): (params, input_ids, segment_ids, positions) ->
+                        embeddings, texts packed several to a row as pe_jax's Embedder packs them
+                        (`Encoder.embed_packed`: segment k + 1 is the call's text k, 0 padding;
+                        positions restart at each text), shapes symbolic ("r, l": any rows, any length
+                        up to max_seq_length); output [ceil(r * l / 4), D], row k for text k;
                         lowered for CPU and CUDA
   weights.npz           params, a {pe_jax parameter path: array} dict, the program's first argument
 
@@ -21,6 +24,7 @@ from jax import export
 from pe_jax.export.runtime_folder import write_runtime_files
 from pe_jax.models import weights
 from pe_jax.models.encoder import Encoder
+from pe_jax.tokenization import texts_per_call
 
 PROGRAM_FILE = "embedding.stablehlo"
 WEIGHTS_FILE = "weights.npz"
@@ -28,19 +32,20 @@ PLATFORMS = ("cpu", "cuda")
 
 
 def export_embedding(encoder: Encoder) -> tuple[export.Exported, dict[str, np.ndarray]]:
-  """(the exported program, its params argument) for `encoder(input_ids, attention_mask)`."""
+  """(the exported program, its params argument) for `encoder.embed_packed` on packed rows."""
   graphdef, state = nnx.split(encoder)
   flat = nnx.to_flat_state(state)
   params = {weights.path_str(k): np.asarray(jax.device_get(v.get_value())) for k, v in flat}
 
-  def embed(params, input_ids, attention_mask):
+  def embed(params, input_ids, segment_ids, positions):
     state = nnx.from_flat_state([(k, v.replace(params[weights.path_str(k)])) for k, v in flat])
-    return nnx.merge(graphdef, state)(input_ids, attention_mask)
+    num_texts = texts_per_call(*input_ids.shape)
+    return nnx.merge(graphdef, state).embed_packed(input_ids, segment_ids, positions, num_texts)
 
-  batch, length = export.symbolic_shape("b, l")
-  tokens = jax.ShapeDtypeStruct((batch, length), np.int32)
+  rows, length = export.symbolic_shape("r, l")
+  tokens = jax.ShapeDtypeStruct((rows, length), np.int32)
   param_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in params.items()}
-  exported = export.export(jax.jit(embed), platforms=PLATFORMS)(param_specs, tokens, tokens)
+  exported = export.export(jax.jit(embed), platforms=PLATFORMS)(param_specs, tokens, tokens, tokens)
   return exported, params
 
 

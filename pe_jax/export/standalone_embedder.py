@@ -9,9 +9,10 @@ and jax (StableHLO) or onnxruntime (ONNX) only when that format is loaded.
 
   python OUT/load_embedder.py --input posts.txt --output posts.npy
 
-Texts get the model's prefix, are cut to its token limit keeping the closing special token, sorted by
-length and padded to a multiple of 8 tokens and a fixed row count, as pe_jax's Embedder does, so the
-compiled StableHLO program sees few shapes.
+Texts get the model's prefix and are cut to its token limit keeping the closing special token. For the
+StableHLO program they are then packed several to a row of `row_length` tokens (longer ones into rows
+of the token limit), a fixed row count a call, so the compiled program sees at most two shapes; for
+ONNX they are sorted by length and padded to a multiple of 8 tokens and a fixed row count.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ TOKENIZER_FILE = "tokenizer.json"
 LOADER_FILE = "load_embedder.py"
 
 
-def _stablehlo_runner(folder: pathlib.Path, settings: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _stablehlo_runner(folder: pathlib.Path, settings: dict) -> Callable[..., np.ndarray]:
+  """(ids, segment ids, positions) of packed rows -> [ceil(rows * length / 4), D]."""
   import jax
   from jax import export
 
@@ -37,7 +39,7 @@ def _stablehlo_runner(folder: pathlib.Path, settings: dict) -> Callable[[np.ndar
   with np.load(folder / settings["weights"]) as archive:
     params = jax.device_put({name: archive[name] for name in archive.files})
   call = jax.jit(exported.call)
-  return lambda ids, mask: np.asarray(call(params, ids.astype(np.int32), mask.astype(np.int32)))
+  return lambda *packed: np.asarray(call(params, *packed))
 
 
 def _onnx_runner(folder: pathlib.Path, settings: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -71,6 +73,7 @@ class ExportedEmbedder:
     self.max_length = self.settings["max_seq_length"]
     self.pad_id = self.settings["pad_token_id"]
     self.length_multiple = self.settings["length_multiple"]
+    self.row_length = self.settings["row_length"]
     self.dim = self.settings["embedding_dim"]
     self.batch_size = batch_size
     self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / TOKENIZER_FILE))
@@ -88,6 +91,37 @@ class ExportedEmbedder:
 
   def __call__(self, texts: Sequence[str]) -> np.ndarray:
     rows = self.token_ids(list(texts))
+    return self._packed(rows) if self.settings["format"] == "stablehlo" else self._padded(rows)
+
+  def _packed(self, rows: list[list[int]]) -> np.ndarray:
+    """Texts in length order fill rows one after another (next fit: texts of a length share rows), a
+    call holding `batch_size` rows of `row_length` tokens, or as many tokens in rows of the token limit."""
+    out = np.zeros((len(rows), self.dim), np.float32)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for long in (False, True):
+      texts = [i for i in order if (len(rows[i]) > self.row_length) == long]
+      length = self.max_length if long else self.row_length
+      num_rows = max(1, self.batch_size * self.row_length // length)
+      most = -(-(num_rows * length) // 4)  # the program pools this many texts a call
+      while texts:
+        arrays = np.full((num_rows, length), self.pad_id, np.int32), *np.zeros((2, num_rows, length), np.int32)
+        ids, segments, positions = arrays
+        row, column, taken = 0, 0, 0
+        while taken < min(len(texts), most):
+          n = len(rows[texts[taken]])
+          if column + n > length:
+            row, column = row + 1, 0
+            if row == num_rows:
+              break
+          ids[row, column : column + n] = rows[texts[taken]]
+          segments[row, column : column + n] = taken + 1
+          positions[row, column : column + n] = np.arange(n)
+          column, taken = column + n, taken + 1
+        out[texts[:taken]] = self._run(ids, segments, positions)[:taken]
+        texts = texts[taken:]
+    return out
+
+  def _padded(self, rows: list[list[int]]) -> np.ndarray:
     out = np.zeros((len(rows), self.dim), np.float32)
     order = np.argsort([len(r) for r in rows], kind="stable")
     for start in range(0, len(order), self.batch_size):

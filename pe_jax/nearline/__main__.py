@@ -27,9 +27,9 @@ _STORE = flags.DEFINE_string("store", None, "Store URL: redis://HOST:PORT/DB?pre
 _CONSUMER = flags.DEFINE_string("consumer", None, "This worker's name in its consumer group (default: host-pid).")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Events per micro-batch at most.")
 _WAIT = flags.DEFINE_float("max_wait_ms", 100, "How long the first event of a micro-batch waits for others.")
-# 8, not the offline 32: a micro-batch of a few posts is padded to a whole call, and on CPU 8 rows run as fast per
-# post as 32 (scripts/bench_nearline.py); a few posts at 32 rows cost 4x.
-_EMBED_BATCH = flags.DEFINE_integer("embed_batch", 8, "Rows per jitted embedding call (fixed shape).")
+# A micro-batch of a few posts still fills a whole call: 8 rows of 128 tokens (about 40 tweets) keep that
+# cost small, and on CPU larger calls are no faster per post (pe_jax.serving.embedder).
+_EMBED_BATCH = flags.DEFINE_integer("embed_batch", 8, "Packed rows per jitted embedding call (fixed shape).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", DEFAULT_MAX_CHARS, "Longer texts are dead-lettered.")
 _MAX_DELIVERIES = flags.DEFINE_integer("max_deliveries", 5, "Delivered this often without an ack: dead-lettered.")
@@ -64,9 +64,9 @@ def main(argv):
   start = time.perf_counter()
   embedder = Embedder.from_pretrained(_MODEL.value, batch_size=_EMBED_BATCH.value,
                                       config_overrides={"dtype": _DTYPE.value})
-  embedder.warmup()  # every length bucket, so no post ever waits for XLA
+  embedder.warmup()  # both row shapes, so no post ever waits for XLA
   metrics.ready_at = time.time()
-  log.info("model %s loaded and %d buckets compiled in %.1f s", _MODEL.value, len(embedder.bucket_lengths()),
+  log.info("model %s loaded and %d shapes compiled in %.1f s", _MODEL.value, len(embedder.shapes),
            time.perf_counter() - start)
 
   worker = Worker(embedder.embed, queue, store, config, metrics)

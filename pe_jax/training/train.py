@@ -191,9 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Warm start: the projection from PCA, head biases from data, the frozen teacher ---------------
   # Evaluation embeds with the same mesh and batch as the suite (below); built here to fit the start.
   eval_mesh = mesh if jax.process_count() == 1 else sharding_lib.make_mesh({"data": -1}, jax.local_devices())
-  eval_shards = sharding_lib.data_parallel_size(eval_mesh)
-  make_embedder = lambda encoder: Embedder(encoder, tokenizer, prefix=source.prefix, mesh=eval_mesh,
-                                           batch_size=-(-32 // eval_shards) * eval_shards)
+  make_embedder = lambda encoder: Embedder(encoder, tokenizer, prefix=source.prefix, mesh=eval_mesh)
   if config.model.get("projection_init", "random") == "pca":
     warm_start.fit_projection(config, model, make_embedder(model.encoder.without_projection(normalize=False)),
                               tasks, workdir)

@@ -159,7 +159,7 @@ def set_head_biases(config: ml_collections.ConfigDict, model: PostEmbeddingModel
     a, b, n = task.texts_for(task.batch(config.seed, 0, min(_BIAS_PAIRS, len(task))))
     if n is None:
       raise ValueError(f"task {name!r}: tasks.{name}.bias_from_data needs negatives to place the boundary")
-    ea, eb, en = np.split(embedder(a + b + n), 3)  # one call: the embedder batches and buckets them together
+    ea, eb, en = np.split(embedder(a + b + n), 3)  # one call: the embedder packs them together
     positive, negative = np.mean(np.sum(ea * eb, 1)), np.mean(np.sum(ea * en, 1))
     head = model.heads[name]
     bias = -float(head.scale()) * (positive + negative) / 2

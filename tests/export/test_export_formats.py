@@ -147,13 +147,21 @@ def test_stablehlo_runs_in_a_fresh_process_without_pe_jax(exports, texts, refere
   assert min_cosine(np.load(out), reference) >= MIN_COSINE
 
 
-def test_stablehlo_program_has_symbolic_batch_and_length(exports):
+def test_stablehlo_program_takes_packed_rows_of_any_shape(exports):
   from jax import export as jax_export
 
   exported = jax_export.deserialize(bytearray((exports["stablehlo"] / "embedding.stablehlo").read_bytes()))
-  ids_shape = exported.in_avals[-2].shape
-  assert [str(d) for d in ids_shape] == ["b", "l"]
+  ids, segments, positions = (a.shape for a in exported.in_avals[-3:])
+  assert [str(d) for d in ids] == [str(d) for d in segments] == [str(d) for d in positions] == ["r", "l"]
+  assert [str(d) for d in exported.out_avals[0].shape][0] == str(-(-(ids[0] * ids[1]) // 4))
   assert set(exported.platforms) == {"cpu", "cuda"}
+
+
+def test_stablehlo_loader_packs_long_texts_into_rows_of_the_token_limit(exports, texts, reference):
+  embed = exported_runtime(exports["stablehlo"])
+  embed.row_length = 8  # below the 24-token limit: longer texts take the second row shape
+  assert any(len(r) > 8 for r in embed.token_ids(texts)) and any(len(r) <= 8 for r in embed.token_ids(texts))
+  assert min_cosine(embed(texts), reference) >= MIN_COSINE
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The jitted embedder on the tiny BERT: input order, streaming, no recompilation, odd inputs and their counts."""
+"""The jitted embedder on the tiny BERT: input order, packing, streaming, no recompilation, odd inputs and their counts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from fixtures import HIDDEN, numpy_embed, tiny_tensors
+from fixtures import HIDDEN, numpy_embed, run_encoder, tiny_tensors
 from pe_jax.models import weights
 from pe_jax.models.loading import load_model
-from pe_jax.serving.embedder import Embedder
+from pe_jax.serving.embedder import Embedder, RowShape, cut_calls
 
 WORDS = "the a of and to is in it hello world post job team data model great news today we are hiring".split()
 
@@ -25,9 +25,10 @@ def random_texts(n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def embedder(tiny_bert_dir) -> Embedder:
-  """One warmed-up embedder for the module: each new Embedder compiles its three buckets again."""
+  """One warmed-up embedder for the module. Rows of 16 tokens, below the 24-token limit, so texts of
+  17-24 tokens take the second (long-row) shape."""
   model, tokenizer, _ = load_model(str(tiny_bert_dir))
-  embedder = Embedder(model, tokenizer, batch_size=8)
+  embedder = Embedder(model, tokenizer, batch_size=8, row_length=16)
   embedder.warmup()
   return embedder
 
@@ -56,15 +57,33 @@ def test_a_generator_streams_in_chunks_with_the_same_result(embedder, monkeypatc
   assert embedder.stats.texts == 1000  # embed() counts the whole stream, not its last chunk
 
 
-def test_nothing_compiles_after_warmup(embedder, caplog):
-  buckets = embedder.bucket_lengths()
-  assert buckets == [8, 16, 24]
-  assert embedder.num_traces == len(buckets)  # warm-up traced each bucket once
+def test_at_most_two_shapes_and_nothing_compiles_after_warmup(embedder, caplog):
+  assert embedder.shapes == [RowShape(rows=8, length=16), RowShape(rows=5, length=24)]
+  assert embedder.num_traces == 2  # warm-up traced each shape once
   with jax.log_compiles(), caplog.at_level(logging.DEBUG):
     embedder(random_texts(300, seed=2) + ["", "x" * 200, "post"])
-  assert embedder.num_traces == len(buckets)
+  assert embedder.num_traces == 2
   compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
   assert not compiled, compiled
+
+
+def test_rows_as_long_as_the_limit_give_one_shape(tiny_bert_dir):
+  model, tokenizer, _ = load_model(str(tiny_bert_dir))
+  assert Embedder(model, tokenizer, batch_size=4).shapes == [RowShape(rows=4, length=24)]
+  assert Embedder(model, tokenizer).shapes == [RowShape(rows=8, length=24)]  # 8 rows unless told
+
+
+def test_a_call_of_more_short_texts_than_it_pools_is_split(tiny_bert_dir):
+  model, tokenizer, _ = load_model(str(tiny_bert_dir))
+  embedder = Embedder(model, tokenizer, batch_size=1, row_length=16)  # pools 4 texts a call; a row holds 8
+  texts = ["", "post", "hello world", " "] * 10 + random_texts(30, seed=3)
+  np.testing.assert_allclose(embedder(texts), reference(embedder, texts), rtol=1e-4, atol=2e-5)
+
+
+def test_cut_calls_bounds_rows_and_texts():
+  shape = RowShape(rows=2, length=8)  # pools 4 texts a call
+  assert cut_calls([[0, 1], [2], [3, 4], [5, 6, 7, 8, 9, 10]], shape) == [
+      [[0, 1], [2]], [[3, 4]], [[5, 6, 7, 8]], [[9, 10]]]
 
 
 def test_empty_and_whitespace_texts_are_embedded_and_counted(embedder):
@@ -129,3 +148,25 @@ def test_update_model_swaps_weights_without_recompiling(embedder, tiny_bert_dir)
 def test_from_pretrained_passes_overrides(tiny_bert_dir):
   embedder = Embedder.from_pretrained(str(tiny_bert_dir), batch_size=4, config_overrides={"projection_dim": 8})
   assert (embedder.dim, embedder.batch_size, embedder.prefix, embedder.tokenizer.max_length) == (8, 4, "", 24)
+
+
+@pytest.mark.slow
+def test_packed_equals_one_text_a_row_on_real_weights(shared_data_dir):
+  """minilm-l6 on real posts of every length, some past the 128-token rows (the long shape) and one past
+  the 256-token limit: packed rows against the encoder run on one text a row, padding masked."""
+  posts = []
+  for task in ("emoji", "emotion", "hate", "irony", "offensive", "sentiment"):
+    lines = (shared_data_dir / "tweeteval" / task / "test_text.txt").read_text(encoding="utf-8").splitlines()
+    posts += lines[::50]
+  rng = random.Random(0)
+  posts += [" ".join(rng.sample(posts, k)) for k in (4, 5, 6, 8, 30)] + ["", " "]
+  model, tokenizer, _ = load_model("minilm-l6")
+  embedder = Embedder(model, tokenizer)
+  packed = embedder(posts)
+  ids, _ = tokenizer.encode(posts)
+  assert max(map(len, ids)) == 256 and sum(len(r) > 128 for r in ids) >= 3 and embedder.num_traces == 2
+  # 32 texts a call of one shape: a text's own row, padding masked, is the unpacked path.
+  one_a_row = np.concatenate([run_encoder(model, ids[i : i + 32], length=256, rows=32)[: len(ids[i : i + 32])]
+                              for i in range(0, len(ids), 32)])
+  cosine = (packed * one_a_row).sum(1)
+  assert cosine.min() >= 0.99999, (int(np.argmin(cosine)), cosine.min())
