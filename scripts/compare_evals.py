@@ -31,6 +31,19 @@ def load_results(spec: str) -> dict[str, float]:
   return json.loads(path.read_text())["results"]
 
 
+def add_group_means(results: dict[str, float], trained: list[str] | None) -> None:
+  """With `trained` tasks: replaces the mean over all post tasks by the means over the trained and
+  the held-out ones, apart (in place). None leaves `results` as they are."""
+  if not trained:
+    return
+  tasks = [k.removesuffix("/triplet_acc") for k in results if k.endswith("/triplet_acc") and not k.startswith("zs_")]
+  for name, group in (("trained", [t for t in tasks if t in trained]),
+                      ("held_out", [t for t in tasks if t not in trained])):
+    if group:
+      results[f"triplet_acc/{name}_mean"] = sum(results[f"{t}/triplet_acc"] for t in group) / len(group)
+  results.pop("triplet_acc/mean", None)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("inputs", nargs="+")
@@ -47,15 +60,8 @@ def main() -> None:
   args = p.parse_args()
   names = args.names.split(",") if args.names else args.inputs
   results = [load_results(s) for s in args.inputs]
-  if args.trained:  # means over the trained and the held-out post tasks, apart
-    trained = args.trained.split(",")
-    for r in results:
-      tasks = [k.removesuffix("/triplet_acc") for k in r if k.endswith("/triplet_acc") and not k.startswith("zs_")]
-      for name, group in (("trained", [t for t in tasks if t in trained]),
-                          ("held_out", [t for t in tasks if t not in trained])):
-        if group:
-          r[f"triplet_acc/{name}_mean"] = sum(r[f"{t}/triplet_acc"] for t in group) / len(group)
-      r.pop("triplet_acc/mean", None)
+  for r in results:
+    add_group_means(r, args.trained.split(",") if args.trained else None)
   skip = tuple(args.skip.split(",")) if args.skip else ()
   keys = [k for k in results[0] if all(k in r for r in results[1:]) and not k.endswith(skip)]
   trained = set(args.trained.split(",")) if args.trained else set()
