@@ -87,8 +87,7 @@ def training_config(config: ml_collections.ConfigDict, tasks: Sequence[str],
 def blocks_per_step(config: ml_collections.ConfigDict, sizes: Mapping[str, int], num_shards: int) -> dict[str, float]:
   """Expected task blocks per step of each task a training `config` trains, as BatchBuilder lays them out."""
   weights = mixture.config_weights(config, sizes)
-  num_blocks = num_shards * batches.blocks_per_shard(config.mixture.get("tasks_per_step", 1), len(weights),
-                                                      num_shards)
+  num_blocks = batches.num_blocks(config, len(weights), num_shards)
   order = mixture.task_order(weights)
   if config.mixture.per_shard:
     share = mixture.shard_share(weights, num_blocks)

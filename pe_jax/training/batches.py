@@ -52,10 +52,14 @@ def blocks_per_shard(tasks_per_step: int, num_tasks: int, num_shards: int) -> in
   return max(-(-wanted // num_shards), 1)
 
 
+def num_blocks(config, num_tasks: int, num_shards: int = 1) -> int:
+  """Task blocks in a training step of `config` over all shards, as BatchBuilder lays them out."""
+  return num_shards * blocks_per_shard(config.mixture.get("tasks_per_step", 1), num_tasks, num_shards)
+
+
 def texts_per_step(config, num_tasks: int, num_shards: int = 1) -> int:
   """Texts through the encoder per training step (anchors, partners, negatives), the budget unit."""
-  blocks = blocks_per_shard(config.mixture.get("tasks_per_step", 1), num_tasks, num_shards)
-  return 3 * config.batch_size * blocks * num_shards
+  return 3 * config.batch_size * num_blocks(config, num_tasks, num_shards)
 
 
 class BatchBuilder:

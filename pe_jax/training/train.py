@@ -169,9 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Data: tasks and their mixture ---------------------------------------------------------------
   _prepare_datasets_once(config)
   tasks = build_tasks(config)
-  num_shards = sharding_lib.data_parallel_size(mesh)
-  warm_start.check_distill_pairs(config, num_shards * batches_lib.blocks_per_shard(
-      config.mixture.get("tasks_per_step", 1), len(tasks), num_shards))
+  warm_start.check_distill_pairs(
+      config, batches_lib.num_blocks(config, len(tasks), sharding_lib.data_parallel_size(mesh)))
   weights_by_task = mixture.config_weights(config, batches_lib.task_sizes(tasks))
   logging.info("mixture: %s", {k: round(v, 4) for k, v in weights_by_task.items()})
 
