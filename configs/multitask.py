@@ -169,10 +169,13 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
   ))
   # Relational distillation: weight on the mean squared difference between the batch's pairwise cosines
   # and the frozen teacher's: "base" (the pretrained encoder at full width) or "init" (the model as it
-  # starts, PCA projection included). 0 turns it off. `pairs`: "all" pairs of the batch, or
-  # "across_blocks" (pairs of posts from different task blocks: within a block the labels decide).
-  c.distill = ml_collections.ConfigDict(dict(weight=0.0 if smoke else 50.0, teacher="base",
-                                             pairs="across_blocks"))
+  # starts, PCA projection included). 0 turns it off. `weight_per`: "task" (the weight counts against
+  # one task's loss: the step's term is weight / task blocks, so 1, 3 or 12 tasks a step are each held
+  # equally hard; 150 = the main job's 3 blocks at 50) or "step" (the weight as it is). `pairs`: "all"
+  # pairs of the batch, or "across_blocks" (pairs of posts from different task blocks: within a block
+  # the labels decide).
+  c.distill = ml_collections.ConfigDict(dict(weight=0.0 if smoke else 150.0, weight_per="task",
+                                             teacher="base", pairs="across_blocks"))
 
   c.batch_size = 8 if smoke else 16  # pairs per task block (3 posts each: anchor, positive, negative)
   c.total_steps = 30 if smoke else 80 if demo else 90 if cpu else 2_000

@@ -5,6 +5,7 @@ r"""Positive transfer on the post-task suite with all-MiniLM-L6-v2, on the recip
   python -m pe_jax.ablate --config configs/ablation/posts.py:transfer=workdirs/ablation/transfer.json \
       --workdir workdirs/ablation          # then: all tasks under the mixture learnt from the ablation
   python -m pe_jax.ablate --config configs/ablation/posts.py:gpu --workdir ...                      # accelerator
+  python -m pe_jax.ablate --config configs/ablation/posts.py:demo --workdir workdirs/ablation_demo  # ~1 h on CPU
 
 Six labeling tasks train (topic, emoji, emotion, sentiment, hate, offensive); irony and the five
 stance targets are held out of every run, so they and STS-B are zero-shot. The recipe is
@@ -18,6 +19,12 @@ Seeds 0, 1, 2 for single and all-tasks runs; leave-one-out and the recipe varian
 what each choice is worth) on seed 0. `--dry_run` prints every run and the estimated time; on the 2
 cores of the development machine, shared, about 9.2 hours (ablation.seconds_per_text,
 seconds_per_eval); the transfer-mixture run adds half an hour.
+
+The "demo" switch is the same question on the main job's suite, small enough for one sitting on the 2
+cores: its three trained tasks (topic, emotion, sentiment) alone and together on seeds 0, 1, 2, the
+main job's held-out tasks (hate, offensive, stance_climate, 2,000 triplets each) and STS-B zero-shot;
+leave-one-out and the variants stay in the plan on seed 0 (drop them with
+--config.ablation.kinds="('single','all')").
 """
 
 import ml_collections
@@ -32,14 +39,15 @@ HELD_OUT = ("irony", "stance_abortion", "stance_atheism", "stance_climate", "sta
 ZERO_SHOT = ("zs_sts",)
 NUM_TRIPLETS = 2_500  # per trained task; the held-out tasks' test splits are small, 300 each
 HELD_OUT_TRIPLETS = 300
+DEMO_HELD_OUT_TRIPLETS = 2_000  # as the main job scores them: their test splits are big enough
 MIN_ANCHORS = 1_000
 TOTAL_STEPS = 63  # x 16 anchors = 1,008 per task in every run
-VARIANTS = ("gpu", "transfer", "other_sets")
+VARIANTS = ("gpu", "demo", "transfer", "other_sets")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: comma-separated switches. "gpu": the accelerator scale (all seeds everywhere, 8,000
-  anchors and 5,000 triplets per task, every zero-shot set). "transfer=PATH": adds the variant
+  anchors and 5,000 triplets per task, every zero-shot set). "demo": the main job's three tasks. "transfer=PATH": adds the variant
   `transfer_mixture`, all tasks under mixture.scheme="transfer" from PATH (an ablation's
   transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU ablation leaves out,
   for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`."""
@@ -48,12 +56,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     others = {n: z for n, z in multitask.ZERO_SHOT.items() if n not in ZERO_SHOT}
     others["zs_topic_xl"] = dict(others["zs_topic_xl"], num_triplets=1_000)
     return multitask.recipe({}, others, base="minilm-l6")
-  gpu = "gpu" in args
+  gpu, demo = "gpu" in args, "demo" in args
+  if gpu and demo:
+    raise ValueError("choose one of the switches gpu, demo")
+  trained, held_out = (multitask.DEMO_TASKS, multitask.DEMO_HELD_OUT) if demo else (TRAINED, HELD_OUT)
+  held_out_triplets = DEMO_HELD_OUT_TRIPLETS if demo else HELD_OUT_TRIPLETS
   zero_shot = {f"zs_{name}": dict(kind="triplet", dataset=multitask.LABELING_TASKS[name][0],
-                                  split=multitask.LABELING_TASKS[name][2], num_triplets=HELD_OUT_TRIPLETS)
-               for name in HELD_OUT}
+                                  split=multitask.LABELING_TASKS[name][2], num_triplets=held_out_triplets)
+               for name in held_out}
   zero_shot.update(multitask.ZERO_SHOT if gpu else {name: multitask.ZERO_SHOT[name] for name in ZERO_SHOT})
-  c = multitask.recipe({n: multitask.LABELING_TASKS[n] for n in TRAINED}, zero_shot, base="minilm-l6")
+  c = multitask.recipe({n: multitask.LABELING_TASKS[n] for n in trained}, zero_shot, base="minilm-l6")
   # Every run distills the same pairs: a single-task run has one block a step, so pairs across
   # blocks would leave it without distillation while the all-tasks run keeps it.
   c.distill.pairs = "all"

@@ -218,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      *warm_start.self_distill(config.tasks[n]))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
-                               teacher_graphdef=teacher_graphdef, distill_weight=float(distill.get("weight", 0.0)),
+                               teacher_graphdef=teacher_graphdef,
+                               distill_weight=warm_start.distill_weight(config, builder.num_blocks),
                                distill_teacher=distill.get("teacher") or "base",
                                distill_pairs=distill.get("pairs", "all"))
 

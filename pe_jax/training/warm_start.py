@@ -27,6 +27,8 @@ from pe_jax.training.step import DISTILL_PAIRS, TEACHER_VIEWS
 
 PROJECTION_INIT_FILE = "projection_init.npz"
 PROJECTION_INITS = ("random", "pca")
+# What config.distill.weight counts against: one task's loss (divided over a step's task blocks) or the step's.
+DISTILL_WEIGHT_PER = ("task", "step")
 PCA_CENTERS = ("global", "task")  # what the PCA fit centres each post on: all posts' mean, or its task's
 # Anchor/partner/negative triples per task used to place a BCE head's decision boundary.
 _BIAS_PAIRS = 64
@@ -54,6 +56,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.distill.pairs={distill.get('pairs')!r}; known: {', '.join(DISTILL_PAIRS)}")
   if distill.get("weight", 0) < 0:
     raise ValueError(f"config.distill.weight must be >= 0, got {distill.get('weight')}")
+  if distill.get("weight_per", "step") not in DISTILL_WEIGHT_PER:
+    raise ValueError(f"config.distill.weight_per={distill.get('weight_per')!r}; known: "
+                     f"{', '.join(DISTILL_WEIGHT_PER)}")
   if distill.get("weight", 0) > 0 and distill.get("teacher") not in TEACHER_VIEWS:
     raise ValueError(f"config.distill.weight={distill.get('weight')} needs a teacher: set "
                      f"config.distill.teacher to 'base' (the pretrained encoder at full width) or 'init' "
@@ -65,6 +70,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if weight > 0 and view not in TEACHER_VIEWS:
       raise ValueError(f"config.tasks.{name}.self_distill.teacher={view!r}: set it to 'init' (the base through "
                        f"the starting projection) or 'base' (the base at full width)")
+
+
+def distill_weight(config: ml_collections.ConfigDict, num_blocks: int) -> float:
+  """The relational distillation term's weight in the step's loss. The task losses of a step sum to
+  about one task's loss (each block scaled by its share of the mixture), so with `num_blocks` tasks in
+  a step each task weighs about 1/num_blocks of it: weight_per="task" divides the weight by the blocks
+  so that distillation holds each task equally hard whether a step has 1, 3 or 12 of them (the
+  ablation's single-task and all-tasks runs alike); "step" takes the weight as it is."""
+  distill = config.get("distill") or {}
+  weight = float(distill.get("weight", 0.0))
+  return weight / num_blocks if distill.get("weight_per", "step") == "task" else weight
 
 
 def check_distill_pairs(config: ml_collections.ConfigDict, num_blocks: int) -> None:

@@ -1,5 +1,6 @@
 import pytest
 
+from configs import multitask
 from configs.ablation import posts, smoke
 from pe_jax.ablation import plan as plan_lib
 
@@ -100,6 +101,18 @@ def test_the_posts_ablation_meets_the_issue_budget():
       "variant_one_task_per_step", "variant_bce", "variant_no_distill"}
   text = plan_lib.format_plan(config, runs, ("base", "base_pca"))
   assert "only_topic" in text and "1008 each of 6 tasks" in text and " s a training text and " in text
+
+
+def test_the_demo_ablation_is_the_main_jobs_suite_on_three_seeds():
+  config = posts.get_config("demo")
+  runs = plan_lib.plan_runs(config, {t: 2_000 for t in multitask.DEMO_TASKS}, num_shards=1)
+  assert {r.name for r in runs if r.kind == "single"} == {f"only_{t}" for t in multitask.DEMO_TASKS}
+  assert {r.seed for r in runs if r.kind in ("single", "all")} == {0, 1, 2}
+  assert all(min(r.anchors(config.batch_size).values()) >= 1_000 for r in runs if r.kind in ("single", "all"))
+  assert sorted(config.eval.zero_shot) == sorted([f"zs_{t}" for t in multitask.DEMO_HELD_OUT] + ["zs_sts"])
+  assert config.eval.zero_shot.zs_hate.num_triplets == 2_000 and config.eval.num_triplets >= 2_500
+  with pytest.raises(ValueError, match="choose one of the switches gpu, demo"):
+    posts.get_config("gpu,demo")
 
 
 @pytest.mark.parametrize("change, message", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import multilingual
+from configs import multilingual, multitask
 from pe_jax import sharding as sharding_lib
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models import weights
@@ -110,6 +110,21 @@ def test_distillation_needs_a_teacher(base_config):
   config.distill.weight = 1.0
   config.distill.teacher = ""
   with pytest.raises(ValueError, match=r"config.distill.weight=1.0 needs a teacher: set config.distill.teacher to 'base'"):
+    warm_start.check_config(config)
+
+
+def test_distill_weight_per_task_holds_every_task_equally_hard(base_config):
+  config = base_config()
+  config.distill.update(dict(weight=150.0, weight_per="task"))
+  # A step's task losses sum to about one task's: 3 blocks -> each task weighs 1/3, distillation 50.
+  assert [warm_start.distill_weight(config, n) for n in (1, 3, 12)] == [150.0, 50.0, 12.5]
+  config.distill.weight_per = "step"
+  assert [warm_start.distill_weight(config, n) for n in (1, 3, 12)] == [150.0, 150.0, 150.0]
+  # The main job's 3 blocks keep the weight its results were measured at (50 on the step's loss).
+  demo = multitask.get_config("demo")
+  assert warm_start.distill_weight(demo, 3) == 50.0
+  config.distill.weight_per = "pair"
+  with pytest.raises(ValueError, match=r"config.distill.weight_per='pair'; known: task, step"):
     warm_start.check_config(config)
 
 
