@@ -47,9 +47,9 @@ VARIANTS = ("gpu", "demo", "transfer", "other_sets")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: comma-separated switches. "gpu": the accelerator scale (all seeds everywhere, 8,000
-  anchors and 5,000 triplets per task, every zero-shot set). "demo": the main job's three tasks. "transfer=PATH": adds the variant
-  `transfer_mixture`, all tasks under mixture.scheme="transfer" from PATH (an ablation's
-  transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU ablation leaves out,
+  anchors and 5,000 triplets per task, every zero-shot set). "demo": the main job's three tasks.
+  "transfer=PATH": adds the variant `transfer_mixture`, all tasks under mixture.scheme="transfer" from
+  PATH (an ablation's transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU ablation leaves out,
   for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`."""
   args = multitask.parse_switches(arg, VARIANTS)  # the switch syntax configs share
   if "other_sets" in args:
@@ -83,8 +83,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Not measured yet: a guess for one H200 (MiniLM-L6, bf16); the first run's ETA corrects it.
     c.ablation.update(dict(seconds_per_text=0.0005, seconds_per_eval=30.0))
   if "transfer" in args:
+    # The penalty is the variant's own key, so it can be set on the command line
+    # (--config.ablation.variants.transfer_mixture.mixture.transfer_penalty=0.5) without touching the
+    # config every finished run was trained on.
     c.ablation.variants.transfer_mixture = ml_collections.ConfigDict(
-        {"mixture": {"scheme": "transfer", "transfer_file": args["transfer"]}})
+        {"mixture": {"scheme": "transfer", "transfer_file": args["transfer"],
+                     "transfer_penalty": c.mixture.transfer_penalty}})
   return c
 
 
