@@ -17,8 +17,8 @@ run are TOTAL_STEPS steps of one 16-anchor block per task: 1,008 anchors per tas
 by ablation.min_anchors). 2,500 fixed triplets per task (a cell's triplet standard error <= 0.01).
 Seeds 0, 1, 2 for single and all-tasks runs; leave-one-out and the recipe variants (the rows of
 what each choice is worth) on seed 0. `--dry_run` prints every run and the estimated time; on the 2
-cores of the development machine, shared, about 9.2 hours (ablation.seconds_per_text,
-seconds_per_eval); the transfer-mixture run adds half an hour.
+cores of the development machine, quiet, about 2.3 hours (ablation.seconds_per_text,
+seconds_per_eval, fitted to the demo ablation; about 9 hours when the cores are shared at load ~12).
 
 The "demo" switch is the same question on the main job's suite, small enough for one sitting on the 2
 cores: its three trained tasks (topic, emotion, sentiment) alone and together on seeds 0, 1, 2, the
@@ -79,6 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.encoder.dtype = "bfloat16"
   c.ablation = ablation(seeds=(0, 1, 2), leave_one_out_seeds=() if gpu else (0,),
                         variant_seeds=() if gpu else (0,), variants=recipe_variants(c))
+  if demo:
+    c.ablation.seconds_per_eval = 66.0  # measured: three trained and three held-out tasks, STS-B
   if gpu:
     # Not measured yet: a guess for one H200 (MiniLM-L6, bf16); the first run's ETA corrects it.
     c.ablation.update(dict(seconds_per_text=0.0005, seconds_per_eval=30.0))
@@ -114,11 +116,11 @@ def ablation(*, seeds=(0,), kinds=("single", "all", "leave_one_out", "variant"),
       baselines=("base", "base_pca"),
       pca_fit_posts=3_000,  # training posts the PCA baseline is fitted on
       min_anchors=MIN_ANCHORS,  # per task in every single and all-tasks run, or the plan is refused
-      # The plan's time estimate on the development machine (2 EPYC cores shared with other jobs),
-      # measured on only_hate at load average ~12: a training text through the encoder, forward,
-      # backward and the distillation teacher (4.55 s a step of 48 texts; 0.058 s a text when the
-      # machine is quieter, docs/results.md), and a run's start-up (model, PCA start, compiling:
-      # ~45 s) plus one evaluation of this suite (240 s; the base's, suite loading included, 305 s).
-      seconds_per_text=0.095,
-      seconds_per_eval=285.0,
+      # The plan's time estimate on the development machine (2 EPYC cores, quiet), fitted to the demo
+      # ablation's 19 runs (54 minutes, docs/results.md): a training text through the encoder, forward,
+      # backward and the distillation teacher, and a run's start-up (model, PCA start, compiling) plus
+      # its evaluation: 66 s for the demo suite, about twice that guessed for this one's 12 tasks.
+      # Shared with other jobs (load ~12) a text took 0.095 s and an evaluation 285 s.
+      seconds_per_text=0.018,
+      seconds_per_eval=120.0,
   ))
