@@ -49,8 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg`: comma-separated switches. "gpu": the accelerator scale (all seeds everywhere, 8,000
   anchors and 5,000 triplets per task, every zero-shot set). "demo": the main job's three tasks.
   "transfer=PATH": adds the variant `transfer_mixture`, all tasks under mixture.scheme="transfer" from
-  PATH (an ablation's transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU ablation leaves out,
-  for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`."""
+  PATH (an ablation's transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU
+  ablation leaves out, for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`."""
   args = multitask.parse_switches(arg, VARIANTS)  # the switch syntax configs share
   if "other_sets" in args:
     others = {n: z for n, z in multitask.ZERO_SHOT.items() if n not in ZERO_SHOT}
