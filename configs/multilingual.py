@@ -83,9 +83,6 @@ def get_config(arg: str | None = None):
   if "no_translation" in args:
     # The task's texts stay out of the batches entirely, and its self-distillation with them.
     c.tasks.translation.weight = 0.0
-  # Measured so (docs/results.md): 50 on the step's loss, before configs/multitask.py counted the weight
-  # per task (that would hold this 12-block mixture 4x more loosely; not yet measured here).
-  c.distill.update(dict(weight=50.0, weight_per="step"))
   if smoke:
     c.model.pca_fit_posts = 60
     c.distill.weight = 5.0  # the smoke model runs the whole recipe: both distillation terms

@@ -10,7 +10,8 @@ r"""Positive transfer on the post-task suite with all-MiniLM-L6-v2, on the recip
 Six labeling tasks train (topic, emoji, emotion, sentiment, hate, offensive); irony and the five
 stance targets are held out of every run, so they and STS-B are zero-shot. The recipe is
 multitask.recipe's as it stands (every task in every step, label-aware in-batch loss, PCA start,
-distillation at the recipe's weight); this file sets only the budget and the suite.
+distillation counted per task so the all-tasks run has the recipe's weight); this file sets only
+the budget, the suite and that count.
 
 CPU budget: every task in every step, so the all-tasks run and every single-task and leave-one-out
 run are TOTAL_STEPS steps of one 16-anchor block per task: 1,008 anchors per task (>= 1,000, checked
@@ -67,8 +68,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   zero_shot.update(multitask.ZERO_SHOT if gpu else {name: multitask.ZERO_SHOT[name] for name in ZERO_SHOT})
   c = multitask.recipe({n: multitask.LABELING_TASKS[n] for n in trained}, zero_shot, base="minilm-l6")
   # Every run distills the same pairs: a single-task run has one block a step, so pairs across
-  # blocks would leave it without distillation while the all-tasks run keeps it.
+  # blocks would leave it without distillation while the all-tasks run keeps it. And every run holds
+  # each of its tasks as hard: the weight counts per task, set so that the all-tasks run distills as
+  # the recipe does (50 on its step); a single-task run of one block a step would otherwise be held
+  # 3-6 times more loosely per task than the all-tasks run it is compared with.
   c.distill.pairs = "all"
+  c.distill.update(dict(weight=c.distill.weight * len(trained), weight_per="task"))
   c.total_steps = 500 if gpu else TOTAL_STEPS
   c.optimizer.warmup_steps = 50 if gpu else 8
   c.checkpoint_every = 100 if gpu else 21
