@@ -82,14 +82,8 @@ def main() -> None:
   with np.load(init) as saved:
     kernel, bias = saved["kernel"], saved["bias"]
   encoder, tokenizer, prefix = load_model("minilm-l6")
-  pooled_fn = Embedder(encoder.without_projection(normalize=False), tokenizer, prefix=prefix)
-  cache: dict[str, np.ndarray] = {}
-
-  def pooled(texts):
-    missing = [t for t in dict.fromkeys(texts) if t not in cache]
-    if missing:
-      cache.update(zip(missing, np.asarray(pooled_fn(missing))))
-    return np.stack([cache[t] for t in texts])
+  # Every cut projects the same pooled embeddings: each distinct text goes through the encoder once.
+  pooled = suite_lib.memoized(Embedder(encoder.without_projection(normalize=False), tokenizer, prefix=prefix))
 
   posts = [text for name in multitask.DEMO_TASKS
            for text in load.load_split(*multitask.LABELING_TASKS[name][:2]).texts[: args.num_posts]]
