@@ -75,9 +75,10 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def embed_job(model_dir, src, out, *, num_processes: int = 1, port: int = 0, lines_per_part: int = 100):
-  """`python -m pe_jax.embed` as the processes of one JAX job, each with one CPU device."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def embed_job(model_dir, src, out, *, num_processes: int = 1, port: int = 0, lines_per_part: int = 100,
+              devices: int = 1):
+  """`python -m pe_jax.embed` as the processes of one JAX job, each with `devices` CPU devices."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   args = [sys.executable, "-m", "pe_jax.embed", f"--model={model_dir}", f"--input={src}", f"--output={out}",
           "--batch_size=8", f"--lines_per_part={lines_per_part}"]
   if num_processes == 1:
@@ -93,6 +94,11 @@ def finish(procs) -> list[str]:
     for p in procs:
       outputs.append(p.communicate(timeout=300)[0])
       assert p.returncode == 0, outputs[-1][-4000:]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    pytest.fail("a process hung; each one's last lines:\n" + "\n---\n".join(
+        p.communicate()[0][-2000:] for p in procs))
   finally:
     for p in procs:
       p.kill()
@@ -102,11 +108,15 @@ def finish(procs) -> list[str]:
 @pytest.mark.slow
 def test_two_process_job_equals_one_process_by_id(tiny_bert_dir, tmp_path):
   src = tmp_path / "posts.jsonl"
-  records = write_posts(src, 450)
+  records = write_posts(src, 2000)
   finish(embed_job(tiny_bert_dir, src, tmp_path / "one.npy"))
   one_ids = json.loads((tmp_path / "one.ids.json").read_text())
   one = dict(zip(map(str, one_ids), np.load(tmp_path / "one.npy")))
-  outputs = finish(embed_job(tiny_bert_dir, src, tmp_path / "two", num_processes=2, port=free_port()))
+  # Two devices each and parts of 1,000 posts, so each process has a dozen calls in flight on both of
+  # its devices at once; none may wait on the other process (calls holding a cross-device sum deadlocked
+  # over gloo here, every time).
+  outputs = finish(embed_job(tiny_bert_dir, src, tmp_path / "two", num_processes=2, port=free_port(), devices=2,
+                             lines_per_part=1000))
   assert "worker 0/2: part 0 " in outputs[0] and "worker 1/2: part 1 " in outputs[1]
   ids, vectors = sharded_output.load(tmp_path / "two")
   assert ids == one_ids == expected_ids(records)

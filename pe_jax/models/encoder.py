@@ -241,27 +241,39 @@ class Encoder(nnx.Module):
       abstract = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
     return nnx.merge(nnx.graphdef(abstract), nnx.State({k: v for k, v in state.items() if k != "projection"}))
 
-  def embed_packed(self, input_ids, segment_ids, positions, num_texts: int):
+  def embed_packed(self, input_ids, segment_ids, positions, num_texts: int, shards: int = 1):
     """Several texts packed into each row, so no compute goes to padding (training batches).
 
     `segment_ids[r, t]` is 1 + the index of the text that token belongs to (0: padding), `positions`
     restart at 0 for each text. Attention stays inside a text; pooling is per text. -> [num_texts, D].
+    `shards`: see `pool_packed`.
     """
-    return self.finish(self.pool_packed(input_ids, segment_ids, positions, num_texts))
+    return self.finish(self.pool_packed(input_ids, segment_ids, positions, num_texts, shards))
 
-  def pool_packed(self, input_ids, segment_ids, positions, num_texts: int):
+  def pool_packed(self, input_ids, segment_ids, positions, num_texts: int, shards: int = 1):
     """`embed_packed` before the projection: the pooled full-width states [num_texts, hidden], fp32
-    (a frozen teacher reads both its full-width and its projected embedding off one pass)."""
+    (a frozen teacher reads both its full-width and its projected embedding off one pass).
+
+    `shards` > 1: the rows are that many equal blocks, one per data-parallel shard, and block g's segment
+    ids count its own texts, which land at g * K + (id - 1), K = num_texts // shards. Each device then
+    pools only its own rows and the call needs no cross-device sum: with one global numbering the pooled
+    sum is an all-reduce, and several such calls in flight at once deadlocked CPU processes joined over
+    gloo (the embedder dispatches calls ahead). Training keeps one numbering: its loss compares every text
+    with every other anyway."""
     seg = segment_ids[:, :, None]
     mask = (seg == segment_ids[:, None, :]) & (seg > 0)
     hidden = self._transform(input_ids, positions, mask[:, None])
-    flat = hidden.reshape(-1, hidden.shape[-1]).astype(jnp.float32)
-    text = segment_ids.reshape(-1) - 1  # padding -> -1, which segment_sum drops
-    if self.cfg.pooling == "cls":
-      first = (positions.reshape(-1) == 0)[:, None]
-      pooled = jax.ops.segment_sum(flat * first, text, num_segments=num_texts)
-    else:
-      sums = jax.ops.segment_sum(flat, text, num_segments=num_texts)
-      counts = jax.ops.segment_sum(jnp.ones_like(text, jnp.float32), text, num_segments=num_texts)
-      pooled = sums / jnp.maximum(counts, 1.0)[:, None]
-    return pooled
+    width = hidden.shape[-1]
+    flat = hidden.reshape(shards, -1, width).astype(jnp.float32)
+    text = segment_ids.reshape(shards, -1) - 1  # padding -> -1, which segment_sum drops
+    first = positions.reshape(shards, -1, 1) == 0
+    per_shard = num_texts // shards
+
+    def pool_shard(flat, text, first):
+      if self.cfg.pooling == "cls":
+        return jax.ops.segment_sum(flat * first, text, num_segments=per_shard)
+      sums = jax.ops.segment_sum(flat, text, num_segments=per_shard)
+      counts = jax.ops.segment_sum(jnp.ones_like(text, jnp.float32), text, num_segments=per_shard)
+      return sums / jnp.maximum(counts, 1.0)[:, None]
+
+    return jax.vmap(pool_shard)(flat, text, first).reshape(num_texts, width)

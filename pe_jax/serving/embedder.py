@@ -34,21 +34,27 @@ class RowShape:
   length: int
 
 
-def cut_calls(packing: list[list[int]], shape: RowShape) -> list[list[list[int]]]:
-  """Consecutive packed rows grouped into calls of at most `shape.rows` rows and `texts_per_call` texts.
+def cut_calls(packing: list[list[int]], shape: RowShape, shards: int = 1) -> list[list[list[list[int]]]]:
+  """Consecutive packed rows grouped into calls, each `shards` blocks (one per data-parallel shard, see
+  `Encoder.pool_packed`) of at most `shape.rows // shards` rows and `shard_texts` texts.
 
-  A row of more texts than a call pools (only texts of a token or two, or none) is cut into several.
+  A row of more texts than a block pools (only texts of a token or two, or none) is cut into several.
   """
-  most = texts_per_call(shape.rows, shape.length)
-  calls: list[list[list[int]]] = []
+  rows, most = shape.rows // shards, shard_texts(shape, shards)
+  blocks: list[list[list[int]]] = []
   texts = 0
   for row in (whole[i : i + most] for whole in packing for i in range(0, len(whole), most)):
-    if not calls or len(calls[-1]) == shape.rows or texts + len(row) > most:
-      calls.append([])
+    if not blocks or len(blocks[-1]) == rows or texts + len(row) > most:
+      blocks.append([])
       texts = 0
-    calls[-1].append(row)
+    blocks[-1].append(row)
     texts += len(row)
-  return calls
+  return [blocks[i : i + shards] for i in range(0, len(blocks), shards)]
+
+
+def shard_texts(shape: RowShape, shards: int) -> int:
+  """How many texts each shard's block of a call pools."""
+  return texts_per_call(shape.rows // shards, shape.length)
 
 
 class Embedder:
@@ -87,11 +93,12 @@ class Embedder:
     self.config = model.cfg
     self._graphdef, self._state = nnx.split(model)
     self._input_sharding = sharding_lib.batch_sharding(self.mesh)
+    self._shards = dp
 
     def forward(state, input_ids, segment_ids, positions):
       self.num_traces += 1  # runs only while tracing: counts compilations
-      num_texts = texts_per_call(*input_ids.shape)
-      return nnx.merge(self._graphdef, state).embed_packed(input_ids, segment_ids, positions, num_texts)
+      num_texts = dp * shard_texts(RowShape(*input_ids.shape), dp)
+      return nnx.merge(self._graphdef, state).embed_packed(input_ids, segment_ids, positions, num_texts, shards=dp)
 
     self._forward = jax.jit(forward)
 
@@ -128,7 +135,8 @@ class Embedder:
     tokens, stats.truncated = self.tokenizer.encode(texts)
     self.stats.add(stats)
     lengths = np.array([len(t) for t in tokens])
-    # Within a call, text k of its rows (in row order) is segment k + 1; `local` maps each text to it.
+    # Within a call, text k of shard g's block (in row order) is its segment k + 1 and the call's output
+    # row g * shard_texts + k; `local` maps each text to its segment.
     local = np.zeros(len(tokens), np.int64)
     pending = []
     for shape, lower in zip(self.shapes, [0] + [s.length for s in self.shapes[:-1]]):
@@ -136,14 +144,20 @@ class Embedder:
       if not len(members):
         continue
       packing = pack_rows([tokens[i] for i in members], members, shape.length)
-      for call in cut_calls([[int(members[i]) for i in row] for row in packing], shape):
-        order = [i for row in call for i in row]
-        local[order] = np.arange(len(order))
+      block_rows, most = shape.rows // self._shards, shard_texts(shape, self._shards)
+      for call in cut_calls([[int(members[i]) for i in row] for row in packing], shape, self._shards):
+        rows, order, slots = [], [], []
+        for g, block in enumerate(call):
+          rows += block + [[]] * (block_rows - len(block))  # block g fills its shard's rows
+          texts_in = [i for row in block for i in row]
+          local[texts_in] = np.arange(len(texts_in))
+          order += texts_in
+          slots += range(g * most, g * most + len(texts_in))
         # Dispatch is asynchronous: the next call is packed while this one runs.
-        pending.append((order, self._run(tokens, local, call, shape)))
+        pending.append((order, slots, self._run(tokens, local, rows, shape)))
     out = np.empty((len(texts), self.dim), dtype=np.float32)
-    for order, emb in pending:
-      out[order] = np.asarray(emb)[: len(order)]
+    for order, slots, emb in pending:
+      out[order] = np.asarray(emb)[slots]
     return out
 
   def embed_stream(self, texts: Iterable[object], *, progress: bool = False, total: int | None = None) -> Iterator[np.ndarray]:

@@ -83,7 +83,13 @@ def test_a_call_of_more_short_texts_than_it_pools_is_split(tiny_bert_dir):
 def test_cut_calls_bounds_rows_and_texts():
   shape = RowShape(rows=2, length=8)  # pools 4 texts a call
   assert cut_calls([[0, 1], [2], [3, 4], [5, 6, 7, 8, 9, 10]], shape) == [
-      [[0, 1], [2]], [[3, 4]], [[5, 6, 7, 8]], [[9, 10]]]
+      [[[0, 1], [2]]], [[[3, 4]]], [[[5, 6, 7, 8]]], [[[9, 10]]]]
+
+
+def test_cut_calls_gives_each_shard_its_own_block():
+  shape = RowShape(rows=4, length=8)  # 2 shards: blocks of 2 rows pooling 4 texts each
+  assert cut_calls([[0, 1], [2], [3, 4], [5, 6, 7, 8, 9, 10], [11]], shape, shards=2) == [
+      [[[0, 1], [2]], [[3, 4]]], [[[5, 6, 7, 8]], [[9, 10], [11]]]]
 
 
 def test_empty_and_whitespace_texts_are_embedded_and_counted(embedder):

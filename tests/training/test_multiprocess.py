@@ -46,6 +46,9 @@ def train_cli(workdir, tfds_dir, data_dir, log, *, devices: int, process: tuple[
 def wait_all(procs, logs):
   try:
     codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
+  except subprocess.TimeoutExpired:
+    pytest.fail("a process hung; each one's last lines:\n" + "\n---\n".join(
+        pathlib.Path(log).read_text()[-2000:] for log in logs))
   finally:
     for p in procs:
       p.kill()  # only one that hung; a no-op once it has exited
