@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Every run distills the same pairs: a single-task run has one block a step, so pairs across
   # blocks would leave it without distillation while the all-tasks run keeps it. And every run holds
   # each of its tasks as hard: the weight counts per task, set so that the all-tasks run distills as
-  # the recipe does (50 on its step); a single-task run of one block a step would otherwise be held
+  # the recipe does (its weight on the step); a single-task run of one block a step would otherwise be held
   # 3-6 times more loosely per task than the all-tasks run it is compared with.
   c.distill.pairs = "all"
   c.distill.update(dict(weight=c.distill.weight * len(trained), weight_per="task"))

@@ -121,10 +121,10 @@ def test_distill_weight_per_task_holds_every_task_equally_hard(base_config):
   assert [warm_start.distill_weight(config, n) for n in (1, 3, 12)] == [150.0, 50.0, 12.5]
   config.distill.weight_per = "step"
   assert [warm_start.distill_weight(config, n) for n in (1, 3, 12)] == [150.0, 150.0, 150.0]
-  # The recipe holds the step at 50; the ablation counts per task so its all-tasks run gets the same.
-  assert warm_start.distill_weight(multitask.get_config("demo"), 3) == 50.0
+  # The recipe holds the step at 20; the ablation counts per task so its all-tasks run gets the same.
+  assert warm_start.distill_weight(multitask.get_config("demo"), 3) == 20.0
   ablation = posts.get_config("demo")
-  assert warm_start.distill_weight(ablation, 3) == 50.0 and warm_start.distill_weight(ablation, 1) == 150.0
+  assert warm_start.distill_weight(ablation, 3) == 20.0 and warm_start.distill_weight(ablation, 1) == 60.0
   config.distill.weight_per = "pair"
   with pytest.raises(ValueError, match=r"config.distill.weight_per='pair'; known: task, step"):
     warm_start.check_config(config)
