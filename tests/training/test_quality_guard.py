@@ -16,11 +16,12 @@ from pe_jax.training.train import train_and_evaluate
 TRAINED = ("topic", "emotion")
 HELD_OUT = ("stance_climate",)
 NUM_TRIPLETS = 1_000  # s.e. of one task ~0.015, of the two-task mean ~0.011
-# Margins (docs/results.md, "The guard"): about half the gain such a run shows. STS-B: the 50-d PCA cut
-# the run starts from is already 0.045 below the 384-d base; a collapsing recipe (the old BCE head)
-# fell 0.05-0.08 below it.
+# Margins (docs/results.md, "The CI guard on this recipe"): about half the gain such a run shows (+0.058
+# at 128-d). STS-B: the bound, 0.02 below the 384-d base; this run ends 0.002 above it, the 128-d
+# PCA cut it starts from 0.010 below, and a collapsing recipe (the old BCE head) fell 0.05-0.08 below its
+# start.
 MIN_TRAINED_GAIN = 0.03
-MAX_STS_LOSS = 0.05
+MAX_STS_LOSS = 0.02
 
 
 @pytest.mark.slow
@@ -47,5 +48,6 @@ def test_a_short_real_run_beats_the_base_and_keeps_sts(base_config, shared_data_
 
   gain = np.mean([trained[f"{t}/triplet_acc"] - base[f"{t}/triplet_acc"] for t in TRAINED])
   report = {k: (round(base[k], 3), round(trained[k], 3)) for k in sorted(trained) if k in base}
+  print(f"trained-task gain {gain:+.3f}; (base, trained): {report}")  # pytest -s shows it on a pass too
   assert gain >= MIN_TRAINED_GAIN, f"trained-task gain {gain:+.3f} < {MIN_TRAINED_GAIN}: {report}"
   assert trained["zs_sts/sts_spearman"] >= base["zs_sts/sts_spearman"] - MAX_STS_LOSS, report
