@@ -10,8 +10,8 @@ export PE_JAX_DATA_DIR="${PE_JAX_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 export PE_JAX_TFDS_DIR="${PE_JAX_TFDS_DIR:-$PWD/.cache/tfds}"
 WORKDIR="${1:-workdirs/demo}"
 CONFIG=configs/multitask.py:demo
-TRAINED=$(python -c "import sys; sys.path.insert(0, '.'); from configs import multitask; print(','.join(multitask.DEMO_TASKS))")
-DIM=$(python -c "import sys; sys.path.insert(0, '.'); from configs import multitask; print(multitask.get_config('demo').model.encoder.projection_dim)")
+read -r TRAINED DIM < <(python -c "import sys; sys.path.insert(0, '.'); from configs import multitask
+print(','.join(multitask.DEMO_TASKS), multitask.get_config('demo').model.encoder.projection_dim)")
 echo "main job: all-MiniLM-L6-v2 -> ${DIM}-d post embedding, trained on $TRAINED ($CONFIG, 80 steps) into $WORKDIR"
 python -m pe_jax.train --config "$CONFIG" --workdir "$WORKDIR" >/dev/null  # the table below shows its evaluation
 # The untuned base (384-d) on the same triplets and sets, once per workdir.
