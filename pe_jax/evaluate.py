@@ -4,6 +4,7 @@ r"""Score any model on a config's evaluation suite: the same triplets and sets t
   python -m pe_jax.evaluate --model workdirs/multitask --config configs/multitask.py --out trained.json
 
 `--model` is an alias, Hugging Face folder, hub id or training workdir (`--best` for its best step).
+`--sets` scores part of the suite: task and zero-shot names of the config, e.g. `--sets topic,zs_topic_xl`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose tasks an
 _MODEL = flags.DEFINE_string("model", None, "Alias, Hugging Face folder, hub id or training workdir.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the results JSON.")
 _BEST = flags.DEFINE_bool("best", False, "For a workdir: the best checkpoint by the config's best_metric.")
+_SETS = flags.DEFINE_list("sets", None, "Only these of the config's tasks and zero-shot sets (default: all).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Raw data folder (default: $PE_JAX_DATA_DIR).")
 flags.mark_flags_as_required(["config", "model", "out"])
 
@@ -34,7 +36,7 @@ def main(argv):
   from pe_jax.serving.embedder import Embedder
 
   enable_compilation_cache()
-  config = _CONFIG.value
+  config = only_sets(_CONFIG.value, _SETS.value)
   data_dir = _DATA_DIR.value or config.data_dir
   start = time.perf_counter()
   if _BEST.value:
@@ -51,6 +53,25 @@ def main(argv):
   out.write_text(json.dumps(report, indent=2))
   for key, value in sorted(results.items()):
     print(f"{key}: {value:.4f}")
+
+
+def only_sets(config, names: list[str] | None):
+  """`config` with only the tasks and zero-shot sets in `names` (all when None); an unknown name is refused."""
+  if names is None:
+    return config
+  from pe_jax.suggest import did_you_mean
+
+  known = [*config.tasks, *config.eval.zero_shot]
+  for name in names:
+    if name not in known:
+      raise cli.UsageError(f"--sets: {name!r} is neither a task nor a zero-shot set of the config"
+                           f"{did_you_mean(name, known)}; it has: {', '.join(known)}")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for name in [n for n in config.tasks if n not in names]:
+      del config.tasks[name]
+    config.eval.zero_shot = {n: v for n, v in config.eval.zero_shot.items() if n in names}
+  return config
 
 
 if __name__ == "__main__":

@@ -247,6 +247,9 @@ CASES = [
     # --- pe_jax.evaluate and pe_jax.ablate ------------------------------------------------------------
     Case("evaluate-required-flag", "pe_jax.evaluate", (f"--config={SMOKE}", "--model=minilm-l6"), 2,
          ("--out is required",)),
+    Case("evaluate-unknown-set", "pe_jax.evaluate",
+         (f"--config={SMOKE}", "--model=minilm-l6", "--out={d}/o.json", "--sets=emotion,ironny"), 2,
+         ("--sets: 'ironny' is neither a task nor a zero-shot set", "(did you mean 'irony'?)")),
     Case("ablate-unknown-config-file", "pe_jax.ablate",
          ("--config={repo}/configs/ablation/smok.py", "--workdir={d}/a"), 2,
          ("smok.py: no such config file", "configs/ablation/smoke.py'?)")),
