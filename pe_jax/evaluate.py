@@ -36,7 +36,10 @@ def main(argv):
   from pe_jax.serving.embedder import Embedder
 
   enable_compilation_cache()
-  config = only_sets(_CONFIG.value, _SETS.value)
+  try:
+    config = suite_lib.select_sets(_CONFIG.value, _SETS.value)
+  except ValueError as e:
+    raise cli.UsageError(f"--sets: {e}") from None
   data_dir = _DATA_DIR.value or config.data_dir
   start = time.perf_counter()
   if _BEST.value:
@@ -53,25 +56,6 @@ def main(argv):
   out.write_text(json.dumps(report, indent=2))
   for key, value in sorted(results.items()):
     print(f"{key}: {value:.4f}")
-
-
-def only_sets(config, names: list[str] | None):
-  """`config` with only the tasks and zero-shot sets in `names` (all when None); an unknown name is refused."""
-  if names is None:
-    return config
-  from pe_jax.suggest import did_you_mean
-
-  known = [*config.tasks, *config.eval.zero_shot]
-  for name in names:
-    if name not in known:
-      raise cli.UsageError(f"--sets: {name!r} is neither a task nor a zero-shot set of the config"
-                           f"{did_you_mean(name, known)}; it has: {', '.join(known)}")
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for name in [n for n in config.tasks if n not in names]:
-      del config.tasks[name]
-    config.eval.zero_shot = {n: v for n, v in config.eval.zero_shot.items() if n in names}
-  return config
 
 
 if __name__ == "__main__":

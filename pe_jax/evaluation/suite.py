@@ -13,6 +13,7 @@ import numpy as np
 
 from pe_jax.data import load as data_load
 from pe_jax.evaluation.evaluators import EmbedFn, Evaluator, KnnEvaluator, TripletEvaluator, make_evaluator
+from pe_jax.suggest import did_you_mean
 
 MEAN_KEY = "triplet_acc/mean"  # over the config's tasks, zero-shot sets excluded
 
@@ -41,6 +42,24 @@ def check_no_leak(config: ml_collections.ConfigDict) -> None:
                           f"{dataset}:{split}: {reason}")
   if problems:
     raise ValueError("train/eval leak:\n  " + "\n  ".join(problems))
+
+
+def select_sets(config: ml_collections.ConfigDict, names: Sequence[str] | None) -> ml_collections.ConfigDict:
+  """A copy of `config` scoring only the tasks and zero-shot sets in `names` (`config` itself when None);
+  a name the config lacks is refused, with the nearest one."""
+  if names is None:
+    return config
+  known = [*config.tasks, *config.eval.zero_shot]
+  for name in names:
+    if name not in known:
+      raise ValueError(f"{name!r} is neither a task nor a zero-shot set of the config"
+                       f"{did_you_mean(name, known)}; it has: {', '.join(known)}")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for name in [n for n in config.tasks if n not in names]:
+      del config.tasks[name]
+    config.eval.zero_shot = {n: v for n, v in config.eval.zero_shot.items() if n in names}
+  return config
 
 
 def build_suite(config: ml_collections.ConfigDict, *, data_dir=None, tfds_dir=None) -> dict[str, Evaluator]:
