@@ -185,10 +185,6 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
   # batch, or "across_blocks" (pairs of posts from different task blocks: within a block the labels decide).
   c.distill = ml_collections.ConfigDict(dict(weight=0.0 if smoke else 20.0, weight_per="step",
                                              teacher="base", pairs="across_blocks"))
-  # Replay: general texts ("dataset:split[:part]", e.g. "tatoeba/ita:test:b") that no task trains on;
-  # each shard's step then holds one more block, of these, which distillation alone reads ("replay"
-  # pairs hold only these; "across_blocks" holds them beside the pairs across task blocks).
-  c.distill.replay = ml_collections.ConfigDict(dict(sources=()))
 
   c.batch_size = 8 if smoke else 16  # pairs per task block (3 posts each: anchor, positive, negative)
   c.total_steps = 30 if smoke else 80 if demo else 90 if cpu else 2_000

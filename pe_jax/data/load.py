@@ -144,35 +144,6 @@ def _load_split(dataset: str, split: str, data_dir: str | None,
   return _retrieval_set(name, *prepared, split=split)
 
 
-# What `load_texts` takes from each shape of split when no part is named.
-TEXT_PARTS = {"labeling": ("texts",), "pairs": ("a", "b"), "retrieval": ("docs", "queries")}
-
-
-def parse_text_source(spec: str) -> tuple[str, str, str | None]:
-  """"dataset:split[:part]" -> (dataset, split, part or None), checked against the known datasets
-  (nothing is read): e.g. "tatoeba/ita:test:b", the English side of a bitext."""
-  dataset, split, part = (spec.split(":") + [None, None])[:3]
-  if not split or spec.count(":") > 2:
-    raise ValueError(f"{spec!r} is not dataset:split[:part], e.g. tatoeba/ita:test:b")
-  kind = _lookup(dataset, split).kind
-  if part is not None and part not in TEXT_PARTS[kind]:
-    raise ValueError(f"{dataset} is a {kind} dataset: its parts are {', '.join(TEXT_PARTS[kind])}, not {part!r}")
-  return dataset, split, part
-
-
-def load_texts(spec: str, *, data_dir: PathLike | None = None, tfds_dir: PathLike | None = None) -> list[str]:
-  """The plain texts of "dataset:split[:part]" (see `parse_text_source`), distinct and in first-seen
-  order, whatever the split's shape: a labeling split's posts, a pair split's side "a" or "b" (both
-  when no part is named), a retrieval set's "docs" or "queries" (both when none is named)."""
-  dataset, split, part = parse_text_source(spec)
-  kind = _lookup(dataset, split).kind
-  data = load_split(dataset, split, data_dir=data_dir, tfds_dir=tfds_dir)
-  lists = {"texts": lambda: data.texts, "a": lambda: data.texts_a, "b": lambda: data.texts_b,
-           "docs": lambda: data.docs, "queries": lambda: data.queries}
-  texts = [t for p in ((part,) if part else TEXT_PARTS[kind]) for t in lists[p]()]
-  return list(dict.fromkeys(t for t in texts if t.strip()))
-
-
 def translation_languages(family: str) -> list[str]:
   """The languages of a family of row-aligned translations: "stsb_multi_mt" -> ["de", "en", ...]."""
   if f"{family}/" not in _TRANSLATED:

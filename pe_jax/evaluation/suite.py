@@ -40,13 +40,6 @@ def check_no_leak(config: ml_collections.ConfigDict) -> None:
         if reason:
           problems.append(f"task {name!r} trains on {train_dataset}:{train_split}, but {what} reads "
                           f"{dataset}:{split}: {reason}")
-  for i, spec in enumerate(((config.get("distill") or {}).get("replay") or {}).get("sources") or ()):
-    dataset, split, _ = data_load.parse_text_source(spec)
-    for eval_dataset, eval_split, what in evals:
-      reason = data_load.overlaps(dataset, split, eval_dataset, eval_split)
-      if reason:
-        problems.append(f"config.distill.replay.sources[{i}] replays {spec}, but {what} reads "
-                        f"{eval_dataset}:{eval_split}: {reason}")
   if problems:
     raise ValueError("train/eval leak:\n  " + "\n  ".join(problems))
 

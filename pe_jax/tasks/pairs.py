@@ -344,25 +344,6 @@ class QueryPosts(PairTask):
     return keys[np.searchsorted(keys, query * d):np.searchsorted(keys, (query + 1) * d)] % d
 
 
-class PlainTexts(PairTask):
-  """Texts without labels or pairs, three to a row: a text read from the stream, then two drawn
-  uniformly from the rest. Nothing relates them (a text repeated in a batch is related to itself only,
-  which `BatchBuilder` marks); they carry no task loss. What they are for is the geometry the frozen
-  teacher gives them: a replay block of general text that relational distillation holds
-  (config.distill.replay), while the labelled tasks move the posts."""
-
-  def __init__(self, name: str, texts: list[str]):
-    if len(texts) < 3:
-      raise ValueError(f"{name!r}: {len(texts)} distinct texts; a row takes three")
-    super().__init__(name, ("texts", "texts"), (texts, texts), len(texts))
-
-  def _make(self, rows, rng):
-    n, count = len(self), len(rows)
-    others = (rows[:, None] + 1 + rng.integers(n - 1, size=(count, 2))) % n  # never the row's own text
-    return PairBatch(task=self.name, sides=self.sides, a=rows, b=others[:, 0],
-                     targets=np.zeros(count, np.float32), negatives=others[:, 1])
-
-
 def sample_posts(tasks: dict[str, PairTask], num_posts: int, seed: int) -> list[str]:
   """About `num_posts` anchors drawn from the tasks' training streams, the same share from every
   task (a PCA fit, a baseline): pure in (tasks, num_posts, seed)."""

@@ -20,18 +20,12 @@ from pe_jax.training.flops import TokenCounts
 from pe_jax.tokenization import TextTokenizer, clean_texts, pack_rows, packed_arrays
 
 
-# The name a step's record gives a replay block (config.distill.replay): general text, no task.
-REPLAY = "replay"
-
-
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
   """Which task each block of a step trains (`blocks_per_shard` consecutive blocks per shard)."""
 
   step: int
-  # int [num_shards * blocks_per_shard], indices into the mixture's task order; a replay block (the last
-  # of each shard) has the index one past the tasks', which no task loss claims.
-  task_ids: np.ndarray
+  task_ids: np.ndarray  # int [num_shards * blocks_per_shard], indices into the mixture's task order
   counts: TokenCounts | None = None  # of the whole global batch, once `build` has tokenised it
 
 
@@ -63,16 +57,9 @@ def num_blocks(config, num_tasks: int, num_shards: int = 1) -> int:
   return num_shards * blocks_per_shard(config.mixture.get("tasks_per_step", 1), num_tasks, num_shards)
 
 
-def has_replay(config) -> bool:
-  """Whether steps of `config` hold a replay block of general text per shard (config.distill.replay)."""
-  return bool(((config.get("distill") or {}).get("replay") or {}).get("sources"))
-
-
 def texts_per_step(config, num_tasks: int, num_shards: int = 1) -> int:
-  """Texts through the encoder per training step (anchors, partners, negatives; replay texts too),
-  the budget unit."""
-  blocks = num_blocks(config, num_tasks, num_shards) + num_shards * has_replay(config)
-  return 3 * config.batch_size * blocks
+  """Texts through the encoder per training step (anchors, partners, negatives), the budget unit."""
+  return 3 * config.batch_size * num_blocks(config, num_tasks, num_shards)
 
 
 class BatchBuilder:
@@ -91,13 +78,9 @@ class BatchBuilder:
       tasks_per_step: int = 1,
       prefix: str = "",
       rows_multiple: int = 8,
-      replay: PairTask | None = None,
   ):
-    """`replay`: general texts (`PlainTexts`); each shard then holds one more block, of these."""
     self.order = mixture.task_order(weights)  # the task ids of the train step index this list
     self.tasks = [tasks[name] for name in self.order]
-    self.replay = replay
-    self.names = self.order + [REPLAY] * (replay is not None)  # what a plan's task ids name
     self.weights = dict(weights)
     self.tokenizer = tokenizer
     self.mesh = mesh
@@ -108,33 +91,24 @@ class BatchBuilder:
     # Packed row counts are rounded up to this, so only a few batch shapes ever compile.
     self.rows_multiple = rows_multiple
     self.num_shards = sharding_lib.data_parallel_size(mesh)
-    self.task_blocks_per_shard = blocks_per_shard(tasks_per_step, len(self.order), self.num_shards)
-    self.num_task_blocks = self.num_shards * self.task_blocks_per_shard
-    self.blocks_per_shard = self.task_blocks_per_shard + (replay is not None)
+    self.blocks_per_shard = blocks_per_shard(tasks_per_step, len(self.order), self.num_shards)
     self.num_blocks = self.num_shards * self.blocks_per_shard
     # A block's loss is scaled by its task's weight over the task's expected blocks per step, so the
     # step's loss is the mixture-weighted sum of task losses whether the mixture acts through sampling
-    # (one task per shard) or, once every task is in every step, through these scales alone. A replay
-    # block has no loss to scale.
-    share = mixture.shard_share(self.weights, self.num_task_blocks)
-    self.block_scale = np.append(np.array([self.weights[n] for n in self.order]) / share, 0.0)
+    # (one task per shard) or, once every task is in every step, through these scales alone.
+    share = mixture.shard_share(self.weights, self.num_blocks)
+    self.block_scale = np.array([self.weights[n] for n in self.order]) / share
     self._sharding = sharding_lib.batch_sharding(mesh)
     self._local_shards = _local_shard_indices(mesh)
 
   def plan(self, step: int) -> StepPlan:
-    ids = mixture.task_schedule(self.weights, seed=self.seed, step=step, num_shards=self.num_task_blocks,
+    ids = mixture.task_schedule(self.weights, seed=self.seed, step=step, num_shards=self.num_blocks,
                                 per_shard=self.per_shard_tasks)
-    ids = np.asarray(ids, np.int32).reshape(self.num_shards, self.task_blocks_per_shard)
-    if self.replay is not None:
-      ids = np.concatenate([ids, np.full((self.num_shards, 1), len(self.order), np.int32)], axis=1)
-    return StepPlan(step, ids.reshape(-1))
+    return StepPlan(step, np.asarray(ids, np.int32))
 
   def _block(self, plan: StepPlan, block: int) -> Block:
-    if plan.task_ids[block] == len(self.order):
-      task, shard, shards = self.replay, block // self.blocks_per_shard, self.num_shards
-    else:
-      task, shard, shards = self.tasks[plan.task_ids[block]], block, self.num_blocks
-    batch = task.batch(self.seed, plan.step, self.batch_size, shard=shard, num_shards=shards)
+    task = self.tasks[plan.task_ids[block]]
+    batch = task.batch(self.seed, plan.step, self.batch_size, shard=block, num_shards=self.num_blocks)
     texts_a, texts_b, texts_n = task.texts_for(batch)
     has_neg = texts_n is not None
     texts_n = texts_n if has_neg else [""] * len(texts_a)

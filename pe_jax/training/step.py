@@ -25,10 +25,9 @@ from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.training import losses
 
 LOSSES = ("supcon", "contrastive", "bce")
-# Which pairs of the batch relational distillation holds: all of them; pairs of texts from different
-# blocks, whose geometry no task loss sets (within a block the task's labels decide), and every pair
-# within a replay block; or pairs of replay texts alone (general text held, the posts left to the tasks).
-DISTILL_PAIRS = ("all", "across_blocks", "replay")
+# Which pairs of the batch relational distillation holds: all of them, or only pairs of texts from
+# different blocks, whose geometry no task loss sets (within a block the task's labels decide).
+DISTILL_PAIRS = ("all", "across_blocks")
 # What the frozen teacher gives as a text's target: "base", its full-width embedding (the pretrained
 # model's own); "init", its embedding through the starting projection (the student's space at step 0).
 TEACHER_VIEWS = ("base", "init")
@@ -114,8 +113,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
   relational distillation against the `distill_teacher` view of `teacher` (the frozen starting encoder)
   over `distill_pairs` (one of DISTILL_PAIRS), and each task's self-distillation (mean over its blocks of
-  the step). A block whose task id is `len(tasks)` is a replay block: no task loss, distillation only.
-  Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar,
+  the step). Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar,
   "self_distill_loss": scalar (unweighted, summed over tasks)}."""
   task_ids = batch["task_ids"]
   m = task_ids.shape[0]
@@ -154,12 +152,9 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   if distill_weight:
     valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)  # side-major, as `emb`
     pairs = None
-    if distill_pairs != "all":
+    if distill_pairs == "across_blocks":
       block = (jnp.arange(3 * n) // (n // m)) % m
-      replay = (task_ids == len(tasks))[block]
-      pairs = replay[:, None] & replay[None, :]
-      if distill_pairs == "across_blocks":
-        pairs = pairs | (block[:, None] != block[None, :])
+      pairs = block[:, None] != block[None, :]
     distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
     loss = loss + distill_weight * distill
   return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill}

@@ -32,7 +32,7 @@ from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tasks import mixture
 from pe_jax.suggest import did_you_mean
-from pe_jax.tasks.pairs import LabelingPairs, PairTask, PlainTexts, QueryPosts, ScoredPairs, TranslationPairs
+from pe_jax.tasks.pairs import LabelingPairs, PairTask, QueryPosts, ScoredPairs, TranslationPairs
 from pe_jax.tokenization import TextTokenizer
 from pe_jax.training import batches as batches_lib
 from pe_jax.training import flops as flops_lib
@@ -78,19 +78,6 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
   if not tasks:
     raise ValueError("every task has weight 0: nothing to train")
   return tasks
-
-
-def build_replay(config: ml_collections.ConfigDict) -> PlainTexts | None:
-  """The replay texts of config.distill.replay.sources, pooled (None when it names none)."""
-  if not batches_lib.has_replay(config):
-    return None
-  texts = {}
-  for i, spec in enumerate(config.distill.replay.sources):
-    try:
-      texts.update(dict.fromkeys(data_load.load_texts(spec, data_dir=config.data_dir, tfds_dir=config.tfds_dir)))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-      raise ValueError(f"config.distill.replay.sources[{i}]={spec!r}: {e}") from e
-  return PlainTexts(batches_lib.REPLAY, list(texts))
 
 
 def check_translation_tasks(config: ml_collections.ConfigDict) -> None:
@@ -196,9 +183,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   builder = batches_lib.BatchBuilder(
       tasks, weights_by_task, tokenizer, mesh=mesh, batch_size_per_shard=config.batch_size, seed=config.seed,
       per_shard_tasks=config.mixture.per_shard, tasks_per_step=config.mixture.get("tasks_per_step", 1),
-      prefix=source.prefix, replay=build_replay(config))
-  logging.info("%d blocks of %d rows per step (%d per shard%s)", builder.num_blocks, config.batch_size,
-               builder.blocks_per_shard, f", one of them replay: {len(builder.replay)} texts" if builder.replay else "")
+      prefix=source.prefix)
+  logging.info("%d task blocks of %d pairs per step (%d per shard)", builder.num_blocks, config.batch_size,
+               builder.blocks_per_shard)
 
   # --- Warm start: the projection from PCA, head biases from data, the frozen teacher ---------------
   # Evaluation embeds with the same mesh and batch as the suite (below); built here to fit the start.
@@ -281,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       metrics = _to_host(metrics)
       throughput.add(plan.counts, time.perf_counter() - start, compiled=compiled)
       loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-      names = batches_lib.shard_task_names(builder.names, plan.task_ids)
+      names = batches_lib.shard_task_names(builder.order, plan.task_ids)
       if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         # Nothing of this step is saved. Rerunning resumes from the latest checkpoint and meets the same
         # batch again: lower the learning rate or fix the data (named tasks) in a new workdir.
@@ -318,8 +305,6 @@ def _prepare_datasets_once(config: ml_collections.ConfigDict) -> None:
     # weight 0 tasks are still evaluated
     datasets = {dataset for spec in config.tasks.values() for dataset, _ in suite_lib.training_splits(spec)}
     datasets |= {spec.dataset for spec in config.eval.zero_shot.values()}
-    datasets |= {data_load.parse_text_source(spec)[0] for spec in (config.distill.replay.sources
-                                                                    if batches_lib.has_replay(config) else ())}
     for dataset in sorted(datasets):
       data_load.prepare(dataset, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
   multihost_utils.sync_global_devices("pe_jax: datasets prepared")
@@ -352,6 +337,6 @@ def _step_record(loss: float, metrics: dict[str, jax.Array], names: list[str]) -
       "learning_rate": float(metrics["learning_rate"]), "grad_norm": float(metrics["grad_norm"]),
       "distill_loss": float(metrics["distill_loss"]), "self_distill_loss": float(metrics["self_distill_loss"]),
   }
-  for name in sorted(set(names) - {batches_lib.REPLAY}):  # a replay block has no loss of its own
+  for name in sorted(set(names)):
     record[f"loss/{name}"] = float(block_loss[[n == name for n in names]].mean())
   return record

@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from pe_jax.data import load as data_load
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
@@ -55,18 +54,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   distill = config.get("distill") or {}
   if distill.get("pairs", "all") not in DISTILL_PAIRS:
     raise ValueError(f"config.distill.pairs={distill.get('pairs')!r}; known: {', '.join(DISTILL_PAIRS)}")
-  sources = (distill.get("replay") or {}).get("sources") or ()
-  for i, spec in enumerate(sources):
-    try:
-      data_load.parse_text_source(spec)
-    except ValueError as e:
-      raise ValueError(f"config.distill.replay.sources[{i}]: {e}") from None
-  if distill.get("pairs") == "replay" and not sources:
-    raise ValueError("config.distill.pairs='replay' holds the pairs of replay texts, but "
-                     "config.distill.replay.sources names none: add sources, e.g. 'tatoeba/ita:test:b'")
-  if sources and not distill.get("weight", 0):
-    raise ValueError("config.distill.replay.sources are texts only distillation reads, but "
-                     "config.distill.weight is 0: set a weight or drop the sources")
   if distill.get("weight", 0) < 0:
     raise ValueError(f"config.distill.weight must be >= 0, got {distill.get('weight')}")
   if distill.get("weight_per", "step") not in DISTILL_WEIGHT_PER:
@@ -100,8 +87,7 @@ def check_distill_pairs(config: ml_collections.ConfigDict, num_blocks: int) -> N
   """Refuses distillation over pairs across blocks when a step holds a single block: it would hold
   nothing, and the run would train as if distillation were off."""
   distill = config.get("distill") or {}
-  replay = bool((distill.get("replay") or {}).get("sources"))
-  if distill.get("weight", 0) > 0 and distill.get("pairs", "all") == "across_blocks" and num_blocks < 2 and not replay:
+  if distill.get("weight", 0) > 0 and distill.get("pairs", "all") == "across_blocks" and num_blocks < 2:
     raise ValueError("config.distill.pairs='across_blocks' holds no pair when a step has one task block (one "
                      "trained task, or config.mixture.tasks_per_step=1 on one device): set "
                      "config.distill.pairs='all'")

@@ -266,27 +266,3 @@ def test_translation_languages():
   assert load.translation_languages("stsb_multi_mt") == ["de", "en", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh"]
   with pytest.raises(ValueError, match="'tatoeba' holds no row-aligned translations; those that do: stsb_multi_mt, pawsx"):
     load.translation_languages("tatoeba")
-
-
-def test_load_texts_takes_a_part_of_any_shape_of_split(shared_data_dir, tfds_dir):
-  """"dataset:split[:part]": a bitext's English side, a labeling split's posts, a retrieval set's
-  documents; distinct, without empty texts, in first-seen order."""
-  texts = lambda spec: load.load_texts(spec, data_dir=shared_data_dir, tfds_dir=tfds_dir)
-  bitext = _load("tatoeba/ita", "test", shared_data_dir, tfds_dir)
-  assert texts("tatoeba/ita:test:b") == list(dict.fromkeys(bitext.texts_b))
-  assert set(texts("tatoeba/ita:test")) == set(bitext.texts_a) | set(bitext.texts_b)
-  emotion = _load("tweeteval/emotion", "val", shared_data_dir, tfds_dir)
-  assert texts("tweeteval/emotion:val") == list(dict.fromkeys(t for t in emotion.texts if t.strip()))
-  assert len(texts("retrieval_subsets/dbpedia:test:docs")) == 5000
-
-
-@pytest.mark.parametrize("spec,match", [
-    ("tatoeba/ita", "not dataset:split"),
-    ("tatoeba/ita:test:b:c", "not dataset:split"),
-    ("tatoeba/xyz:test", "Unknown dataset 'tatoeba/xyz'"),
-    ("tatoeba/ita:train", "Unknown split 'train' of tatoeba/ita"),
-    ("tatoeba/ita:test:docs", "pairs dataset: its parts are a, b, not 'docs'"),
-])
-def test_a_text_source_is_checked_before_anything_is_read(spec, match):
-  with pytest.raises(ValueError, match=match):
-    load.parse_text_source(spec)

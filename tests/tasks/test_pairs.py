@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pe_jax.data.examples import LabeledTexts, ParallelTexts, RetrievalSet, TextPairs
-from pe_jax.tasks.pairs import (LabelingPairs, PairBatch, PlainTexts, QueryPosts, ScoredPairs, TranslationPairs,
+from pe_jax.tasks.pairs import (LabelingPairs, PairBatch, QueryPosts, ScoredPairs, TranslationPairs,
                                 stream_window, task_key)
 
 
@@ -300,18 +300,3 @@ def test_translation_batches_are_pure_and_need_a_language():
     np.testing.assert_array_equal(getattr(first, field), getattr(again, field))
   with pytest.raises(ValueError, match="task 'stsb': no language besides the pivot 'en'"):
     TranslationPairs(ParallelTexts("stsb", "en", {"en": ["x"]}))
-
-
-def test_plain_texts_rows_are_three_different_texts_and_pure():
-  task = PlainTexts("replay", [f"sentence {i}" for i in range(40)])
-  batch = task.batch(seed=3, step=2, batch_size=16)
-  a, b, n = task.texts_for(batch)
-  assert all(len({x, y, z}) == 3 for x, y, z in zip(a, b, n))
-  assert batch.label_rows_a is None and not batch.targets.any()
-  again = task.batch(seed=3, step=2, batch_size=16)
-  np.testing.assert_array_equal(np.stack([batch.a, batch.b, batch.negatives]),
-                                np.stack([again.a, again.b, again.negatives]))
-  seen = np.concatenate([task.batch(0, s, 8).a for s in range(5)])  # one epoch: every text leads once
-  assert sorted(seen.tolist()) == list(range(40))
-  with pytest.raises(ValueError, match="'replay': 2 distinct texts; a row takes three"):
-    PlainTexts("replay", ["one", "two"])

@@ -10,9 +10,9 @@ import pytest
 
 from pe_jax import sharding as sharding_lib
 from pe_jax.data.examples import TextPairs
-from pe_jax.tasks.pairs import PlainTexts, ScoredPairs
+from pe_jax.tasks.pairs import ScoredPairs
 from pe_jax.tokenization import TextTokenizer
-from pe_jax.training.batches import REPLAY, BatchBuilder, blocks_per_shard, shard_task_names
+from pe_jax.training.batches import BatchBuilder, blocks_per_shard, shard_task_names
 
 LABELING = ("alpha", "bravo", "charlie", "delta")
 ROWS = 8
@@ -29,11 +29,10 @@ def tokenizer(minilm_tokenizer) -> TextTokenizer:
 
 
 def make_builder(tokenizer, mesh, tasks, *, per_shard: bool = True, seed: int = 0, tasks_per_step: int = 1,
-                 weights=None, replay=None) -> BatchBuilder:
+                 weights=None) -> BatchBuilder:
   tasks = {t.name: t for t in tasks}
   return BatchBuilder(tasks, weights or {name: 1 / len(tasks) for name in tasks}, tokenizer, mesh=mesh,
-                      batch_size_per_shard=ROWS, seed=seed, per_shard_tasks=per_shard, tasks_per_step=tasks_per_step,
-                      replay=replay)
+                      batch_size_per_shard=ROWS, seed=seed, per_shard_tasks=per_shard, tasks_per_step=tasks_per_step)
 
 
 def texts(tokenizer, batch, side: str) -> list[str]:
@@ -198,32 +197,3 @@ def test_every_task_in_every_step_on_two_shards(tokenizer, labeling_task):
     text_ids = np.unique(np.asarray(shard.data))
     text_ids = text_ids[text_ids > 0] - 1
     assert len(text_ids) == 2 * 3 * ROWS and ((text_ids % (4 * ROWS)) // ROWS // 2 == s).all(), (s, text_ids)
-
-
-@pytest.mark.cpu_devices(2)
-def test_a_replay_block_closes_every_shard_and_no_loss_is_scaled_for_it(tokenizer, labeling_task):
-  """config.distill.replay: each shard holds its task blocks, then one block of the general texts; the
-  plan names it REPLAY (an id past the tasks'), its scale is 0, and the tasks' blocks and scales stay
-  those of the same run without replay."""
-  mesh = sharding_lib.make_mesh({"data": 2}, jax.devices()[:2])
-  weights = {"alpha": 0.1, "bravo": 0.2, "charlie": 0.3, "delta": 0.4}
-  replay = PlainTexts(REPLAY, [f"general sentence {i}" for i in range(50)])
-  tasks = [labeling_task(n) for n in LABELING]
-  plain = make_builder(tokenizer, mesh, tasks, tasks_per_step=0, weights=weights)
-  builder = make_builder(tokenizer, mesh, tasks, tasks_per_step=0, weights=weights, replay=replay)
-  assert (builder.blocks_per_shard, builder.num_blocks, builder.num_task_blocks) == (3, 6, 4)
-  for step in range(2):
-    plan, batch = builder.build(step)
-    names = shard_task_names(builder.names, plan.task_ids)
-    assert names[2] == names[5] == REPLAY and sorted(names[:2] + names[3:5]) == list(LABELING)
-    assert names[:2] + names[3:5] == shard_task_names(plain.names, plain.plan(step).task_ids)
-    hb = host(batch)
-    assert hb["block_scale"][2] == hb["block_scale"][5] == 0
-    np.testing.assert_allclose(np.delete(hb["block_scale"], [2, 5]), host(plain.build(step)[1])["block_scale"])
-    for side in "abn":
-      rows = texts(tokenizer, batch, side)
-      for j, name in enumerate(names):
-        first = "general" if name == REPLAY else name
-        assert all(t.split()[0] == first for t in rows[j * ROWS:(j + 1) * ROWS]), (step, side, j, name)
-    replayed = [t for side in "abn" for j in (2, 5) for t in texts(tokenizer, batch, side)[j * ROWS:(j + 1) * ROWS]]
-    assert len(set(replayed)) > 2 * ROWS  # the two shards read different texts

@@ -148,26 +148,6 @@ def test_distillation_across_blocks_holds_only_pairs_from_different_blocks(model
   assert not np.isclose(distill(batch, "across_blocks"), distill(batch, "all"))
 
 
-def test_a_replay_block_has_no_task_loss_and_its_pairs_are_what_replay_distillation_holds(model):
-  """A block whose task id is one past the tasks' is replay: no task loss; "replay" holds the pairs
-  inside replay blocks alone, "across_blocks" those beside the pairs across blocks."""
-  graphdef, params = model
-  student = nnx.merge(graphdef, params)
-  teacher = nnx.merge(*tiny_teacher(model)).encoder
-  batch = make_batch([0, 0, 1, 1])  # with TASKS[:1], id 1 is replay
-  aux = lambda pairs: compute_loss(student, batch, TASKS[:1], teacher=teacher, distill_weight=1.0,
-                                   distill_pairs=pairs)[1]
-  assert float(aux("replay")["block_loss"][2]) == float(aux("replay")["block_loss"][3]) == 0.0
-  assert (np.asarray(aux("replay")["block_loss"][:2]) > 0).all()
-  block_of = (np.arange(3 * 4 * ROWS) // ROWS) % 4
-  replay = block_of >= 2
-  emb, views = encode_texts(student.encoder, batch), teacher_views(teacher, batch)["base"]
-  held = lambda pairs: losses.relational_distillation_loss(emb, views, np.ones(len(emb), bool), pairs)
-  np.testing.assert_allclose(aux("replay")["distill_loss"], held(replay[:, None] & replay[None, :]), rtol=1e-5)
-  across = (block_of[:, None] != block_of[None, :]) | (replay[:, None] & replay[None, :])
-  np.testing.assert_allclose(aux("across_blocks")["distill_loss"], held(across), rtol=1e-5)
-
-
 def tiny_teacher(model):
   """Another random model of the same shape: a teacher whose geometry differs from the student's."""
   graphdef, params = model

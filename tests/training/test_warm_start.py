@@ -130,22 +130,6 @@ def test_distill_weight_per_task_holds_every_task_equally_hard(base_config):
     warm_start.check_config(config)
 
 
-def test_replay_settings_that_cannot_work_are_named(base_config):
-  config = base_config()
-  config.distill.update(weight=1.0, teacher="base", pairs="replay")
-  with pytest.raises(ValueError, match=r"config.distill.pairs='replay' holds the pairs of replay texts, but "
-                                       r"config.distill.replay.sources names none"):
-    warm_start.check_config(config)
-  config.distill.replay.sources = ("tatoeba/ita:test:b", "tatoeba/ita:tset:b")
-  with pytest.raises(ValueError, match=r"config.distill.replay.sources\[1\]: Unknown split 'tset' of tatoeba/ita"):
-    warm_start.check_config(config)
-  config.distill.replay.sources = ("tatoeba/ita:test:b",)
-  warm_start.check_config(config)
-  config.distill.weight = 0.0
-  with pytest.raises(ValueError, match=r"replay.sources are texts only distillation reads, but config.distill.weight is 0"):
-    warm_start.check_config(config)
-
-
 def test_block_smaller_than_twice_its_labels_is_refused_before_training(smoke_config, tmp_path):
   config = smoke_config()
   config.batch_size = 4
