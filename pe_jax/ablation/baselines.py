@@ -1,8 +1,8 @@
 """The untrained references of an ablation, scored by the same suite as the trained runs.
 
   base      the untuned encoder at its own width (384-d for MiniLM): the general-purpose embedding;
-  base_pca  the same, cut to the projection's width by PCA fitted on training posts: the fair small
-            baseline for a 50-d trained embedding.
+  base_pca  the same, cut to the projection's width by PCA fitted on training posts: the fair baseline
+            of the same width as the trained embedding (what the width alone keeps, for free).
 """
 
 from __future__ import annotations
