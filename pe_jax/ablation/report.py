@@ -219,7 +219,9 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     rule = report["transfer_mixture"]
     out += [f"`mixture.scheme=\"transfer\"` on this file (a task whose interval lies below 0 gets "
             f"transfer_penalty={rule['penalty']}, the others 1): "
-            + ", ".join(f"{t} {f:g}" for t, f in rule["factors"].items()), ""]
+            + ", ".join(f"{t} {f:g}" for t, f in rule["factors"].items())
+            + ("; every task is marked, so the rule has nothing to choose (the mixture would be the uniform one)"
+               if max(rule["factors"].values()) < 1 else ""), ""]
   if report["versus_all"]:
     out += ["## What each choice is worth: baselines and recipe variants minus all tasks", ""]
     out += [f"- {name}: `{json.dumps(change)}`" for name, change in report["variants"].items()]

@@ -118,6 +118,12 @@ def config_weights(config, sizes: Mapping[str, int]) -> dict[str, float]:
       raise ValueError(f"config.mixture.transfer_file={path!r}: cannot read it ({e})") from e
     factors = transfer_factors(report, penalty=config.mixture.get("transfer_penalty", 0.0))
     transfer = {t: factors.get(t, 1.0) for t in sizes}
+    if max(transfer.values()) < 1:
+      # Every task marked: the factors cancel in the normalisation (or drop every task), so the run would
+      # repeat the uniform mixture's, or train nothing, under another name.
+      raise ValueError(f"config.mixture.transfer_file={path!r} marks every task ({', '.join(sorted(sizes))}) as "
+                       f"hurting the others: the transfer mixture would be the uniform one (or empty at penalty 0), "
+                       f"so there is nothing to learn from this file; train the uniform mixture instead")
   return mixture_weights(sizes, config.mixture.scheme, temperature=config.mixture.temperature,
                          cap=config.mixture.cap, explicit=explicit, transfer=transfer)
 

@@ -153,6 +153,21 @@ def test_transfer_rule_penalises_only_a_task_that_measurably_hurts_the_others():
   assert w == pytest.approx({"hate": 1 / 3, "irony": 1 / 3, "stance": 1 / 3})  # emoji dropped
 
 
+def test_a_transfer_file_that_marks_every_task_is_refused(tmp_path):
+  """Every task hurting the others (the 128-d demo ablation): equal factors cancel, so the transfer mixture
+  would be the uniform one under another name; the config is refused, naming the file."""
+  from configs.ablation import smoke
+
+  path = tmp_path / "transfer.json"
+  tasks = ["emoji", "hate", "irony"]
+  path.write_text(json.dumps({"tasks": tasks, "gives_others": {t: _effect(-0.03, -0.05, -0.01) for t in tasks}}))
+  config = smoke.get_config()
+  config.mixture.scheme, config.mixture.transfer_file, config.mixture.transfer_penalty = "transfer", str(path), 0.5
+  with pytest.raises(ValueError, match=r"transfer.json' marks every task \(emoji, hate, irony\) as hurting the "
+                                       r"others: the transfer mixture would be the uniform one"):
+    config_weights(config, {t: 10 for t in tasks})
+
+
 def test_transfer_mixture_reads_the_file_a_config_names(tmp_path):
   from configs.ablation import smoke
 
