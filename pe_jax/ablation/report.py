@@ -221,7 +221,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             f"transfer_penalty={rule['penalty']}, the others 1): "
             + ", ".join(f"{t} {f:g}" for t, f in rule["factors"].items())
             + ("; every task is marked, so the rule has nothing to choose (the mixture would be the uniform one)"
-               if max(rule["factors"].values()) < 1 else ""), ""]
+               if mixture.marks_every_task(rule["factors"]) else ""), ""]
   if report["versus_all"]:
     out += ["## What each choice is worth: baselines and recipe variants minus all tasks", ""]
     out += [f"- {name}: `{json.dumps(change)}`" for name, change in report["variants"].items()]

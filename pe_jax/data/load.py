@@ -11,8 +11,8 @@ Overlaps: some splits share texts, so training on one and evaluating on the othe
   evaluate on its test, keep xlm_t_umsab/english out of training.
 - `stsb_multi_mt/<lang>` and `pawsx/<lang>` are row-aligned translations of one another: the same
   split in two languages holds the same pairs.
-- `tatoeba/<lang>` files share English sentences: 1-8% of twelve languages' English sides recur in
-  those of deu/fra/spa/rus/jpn/cmn (the multilingual config's bitext sets).
+- `tatoeba/<lang>` files share English sentences: one English sentence recurs, translated, in several
+  languages' files (including deu/fra/spa/rus/jpn/cmn, the multilingual config's bitext sets).
 """
 
 from __future__ import annotations

@@ -103,6 +103,12 @@ def transfer_factors(report: Mapping, *, penalty: float) -> dict[str, float]:
   return factors
 
 
+def marks_every_task(factors: Mapping[str, float]) -> bool:
+  """Whether `transfer_factors` penalised every task: equal factors cancel in the normalisation (or drop
+  every task at penalty 0), so such a "learnt" mixture is the uniform one, or empty, under another name."""
+  return max(factors.values()) < 1
+
+
 def config_weights(config, sizes: Mapping[str, int]) -> dict[str, float]:
   """`mixture_weights` as a training config (`config.mixture`, `config.tasks[t].weight`) asks for them."""
   explicit = {name: spec.weight for name, spec in config.tasks.items() if name in sizes}
@@ -118,9 +124,7 @@ def config_weights(config, sizes: Mapping[str, int]) -> dict[str, float]:
       raise ValueError(f"config.mixture.transfer_file={path!r}: cannot read it ({e})") from e
     factors = transfer_factors(report, penalty=config.mixture.get("transfer_penalty", 0.0))
     transfer = {t: factors.get(t, 1.0) for t in sizes}
-    if max(transfer.values()) < 1:
-      # Every task marked: the factors cancel in the normalisation (or drop every task), so the run would
-      # repeat the uniform mixture's, or train nothing, under another name.
+    if marks_every_task(transfer):
       raise ValueError(f"config.mixture.transfer_file={path!r} marks every task ({', '.join(sorted(sizes))}) as "
                        f"hurting the others: the transfer mixture would be the uniform one (or empty at penalty 0), "
                        f"so there is nothing to learn from this file; train the uniform mixture instead")
