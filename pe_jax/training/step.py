@@ -31,10 +31,6 @@ DISTILL_PAIRS = ("all", "across_blocks")
 # What the frozen teacher gives as a text's target: "base", its full-width embedding (the pretrained
 # model's own); "init", its embedding through the starting projection (the student's space at step 0).
 TEACHER_VIEWS = ("base", "init")
-# What self-distillation pulls a row's texts towards: a teacher view of the row's anchor, or "student",
-# the model's own current embedding of it (gradient stopped): translations are pulled onto the English
-# sentence wherever training moves it, so alignment does not pin the space to the base.
-SELF_DISTILL_TARGETS = TEACHER_VIEWS + ("student",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +40,8 @@ class TaskLoss:
   kind: "supcon" (label-aware in-batch loss over all of a block's texts), "contrastive" (InfoNCE of
   anchors against partners and negatives, label-masked) or "bce" (the paper's pair BCE on scaled
   cosine; `in_batch` adds every other pair of the block, related or not, as further BCE pairs).
-  self_distill: weight of the mean squared distance between each of the block's texts and the
-  `self_distill_teacher` target (one of SELF_DISTILL_TARGETS) of its row's side-a text (0: none).
+  self_distill: weight of the mean squared distance between each of the block's texts and the frozen
+  teacher's `self_distill_teacher` view of its row's side-a text (0: none).
   """
 
   name: str
@@ -59,9 +55,9 @@ class TaskLoss:
   def __post_init__(self):
     if self.kind not in LOSSES:
       raise ValueError(f"task {self.name!r}: loss {self.kind!r} is not one of {LOSSES}")
-    if self.self_distill_teacher not in SELF_DISTILL_TARGETS:
+    if self.self_distill_teacher not in TEACHER_VIEWS:
       raise ValueError(f"task {self.name!r}: self-distillation teacher {self.self_distill_teacher!r} is not "
-                       f"one of {SELF_DISTILL_TARGETS}")
+                       f"one of {TEACHER_VIEWS}")
 
 
 def _bce(a, b, targets, scale, bias, negatives_valid, related, valid, *, negatives, in_batch):
@@ -127,8 +123,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   blocks = lambda x: x.reshape(m, -1, *x.shape[1:])
   # Texts are side-major ([side, block, row]); a block's own texts in `valid`'s order [block, side * B + row].
   by_block = lambda x: x.reshape(3, m, -1, *x.shape[1:]).swapaxes(0, 1).reshape(m, -1, *x.shape[1:])
-  if teacher is None and (distill_weight or any(task.self_distill and task.self_distill_teacher != "student"
-                                                 for task in tasks)):
+  if teacher is None and (distill_weight or any(task.self_distill for task in tasks)):
     raise ValueError("distillation needs the frozen teacher: pass `teacher`")
   views = None if teacher is None else teacher_views(teacher, batch)
   block_loss = jnp.zeros((m,), jnp.float32)
@@ -144,10 +139,8 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
       blocks(batch["negatives_valid"]), batch["related"], batch["valid"])
     block_loss = block_loss + jnp.where(task_ids == t, this_task, 0.0)
     if task.self_distill:
-      # Every text of a row (anchor, partner, third text) towards the target's embedding of the row's anchor.
-      # ("student": the model's own embedding; the loss stops the target's gradient, so anchors stay put)
-      source = emb if task.self_distill_teacher == "student" else views[task.self_distill_teacher]
-      anchors = blocks(source[:n])  # [M, B, D]
+      # Every text of a row (anchor, partner, third text) towards the teacher's view of the row's anchor.
+      anchors = blocks(views[task.self_distill_teacher][:n])  # [M, B, D]
       target = jnp.broadcast_to(anchors[:, None], (m, 3, *anchors.shape[1:])).reshape(m, -1, anchors.shape[-1])
       per_block = jax.vmap(losses.embedding_distillation_loss)(by_block(emb), target, batch["valid"])
       mine = task_ids == t

@@ -23,7 +23,7 @@ from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tasks.pairs import PairTask, sample_posts_by_task
-from pe_jax.training.step import DISTILL_PAIRS, SELF_DISTILL_TARGETS, TEACHER_VIEWS
+from pe_jax.training.step import DISTILL_PAIRS, TEACHER_VIEWS
 
 PROJECTION_INIT_FILE = "projection_init.npz"
 PROJECTION_INITS = ("random", "pca")
@@ -67,10 +67,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     weight, view = self_distill(spec)
     if weight < 0:
       raise ValueError(f"config.tasks.{name}.self_distill.weight must be >= 0, got {weight}")
-    if weight > 0 and view not in SELF_DISTILL_TARGETS:
+    if weight > 0 and view not in TEACHER_VIEWS:
       raise ValueError(f"config.tasks.{name}.self_distill.teacher={view!r}: set it to 'init' (the base through "
-                       f"the starting projection), 'base' (the base at full width) or 'student' (the model's own "
-                       f"embedding of the row's anchor)")
+                       f"the starting projection) or 'base' (the base at full width)")
 
 
 def distill_weight(config: ml_collections.ConfigDict, num_blocks: int) -> float:
@@ -101,11 +100,9 @@ def self_distill(spec: ml_collections.ConfigDict) -> tuple[float, str]:
 
 
 def needs_teacher(config: ml_collections.ConfigDict) -> bool:
-  """Whether any term needs the frozen teacher (relational distillation, or a task's self-distillation
-  towards a teacher view; the "student" target needs none)."""
+  """Whether any distillation term is on (relational, or a task's self-distillation)."""
   return bool((config.get("distill") or {}).get("weight", 0)) or any(
-      self_distill(spec)[0] and self_distill(spec)[1] in TEACHER_VIEWS
-      for spec in config.tasks.values() if spec.weight)
+      self_distill(spec)[0] for spec in config.tasks.values() if spec.weight)
 
 
 def check_teacher(config: ml_collections.ConfigDict, student: EncoderConfig) -> None:

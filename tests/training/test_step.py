@@ -206,21 +206,6 @@ def test_self_distillation_pulls_each_text_of_its_blocks_towards_the_teachers_an
                              np.mean([np.mean(np.sum((emb[:2, j] - emb[0, j]) ** 2, -1)) for j in (0, 2)]), rtol=1e-5)
 
 
-def test_the_student_target_is_the_models_own_anchor_with_its_gradient_stopped(model):
-  """"student" pulls a row's texts onto the model's current embedding of its anchor: in value and in
-  gradient the same as a frozen copy of the model serving as the "init" teacher, and no teacher needed."""
-  graphdef, params = model
-  own = TASKS[:3] + (TaskLoss("delta", "supcon", self_distill=2.0, self_distill_teacher="student"),)
-  frozen = TASKS[:3] + (TaskLoss("delta", "supcon", self_distill=2.0, self_distill_teacher="init"),)
-  batch = make_batch(np.array([3, 0, 3, 1]))
-  copy = nnx.merge(graphdef, jax.tree.map(jnp.copy, params)).encoder
-  grad_of = lambda tasks, teacher: jax.value_and_grad(
-      lambda p: compute_loss(nnx.merge(graphdef, p), batch, tasks, teacher=teacher)[0])(params)
-  (loss, grads), (want, want_grads) = grad_of(own, None), grad_of(frozen, copy)
-  np.testing.assert_allclose(loss, want, rtol=1e-6)
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7), grads, want_grads)
-
-
 def test_teacher_views_are_the_full_width_and_the_projected_embedding(model):
   graphdef, params = model
   encoder = nnx.merge(graphdef, params).encoder

@@ -167,9 +167,6 @@ def test_a_self_distillation_teacher_of_another_width_is_named():
   warm_start.check_teacher(config, student.replace(projection_dim=None))  # a full-width student: it fits
   config.tasks.translation.self_distill.teacher = "init"
   warm_start.check_teacher(config, student)
-  config.tasks.translation.self_distill.teacher = "student"
-  warm_start.check_config(config)
-  warm_start.check_teacher(config, student)
   config.tasks.translation.self_distill.teacher = "full"
   with pytest.raises(ValueError, match=r"config.tasks.translation.self_distill.teacher='full': set it to 'init'"):
     warm_start.check_config(config)
@@ -180,8 +177,5 @@ def test_the_teacher_is_needed_by_either_distillation():
   assert warm_start.needs_teacher(config)
   config.distill.weight = 0.0
   assert warm_start.needs_teacher(config)  # the translation task's self-distillation still needs it
-  config.tasks.translation.self_distill.teacher = "student"
-  assert not warm_start.needs_teacher(config)  # its target is the model's own embedding
-  config.tasks.translation.self_distill.teacher = "init"
   config.tasks.translation.weight = 0.0
   assert not warm_start.needs_teacher(config)
