@@ -29,7 +29,8 @@ The peer recipe, as a typical user writes it:
     texts without replacement; a label with too few texts gives its share to the others;
   - supervised contrastive loss (multi-positive InfoNCE, SupCon "L_out"): for every text, positives are
     the other texts sharing a label, the denominator runs over all other texts of the batch; cosine
-    similarities of the L2-normalised embeddings over temperature 0.05;
+    similarities of the L2-normalised embeddings over temperature 0.05 (sentence-transformers' usual
+    scale of 20; `--peer_temperature` sets another, e.g. ours, to ask what the temperature alone gives);
   - AdamW, lr 5e-5 for the transformer and 50x (2.5e-3) for the Dense layer, weight decay 0.01 except
     biases and LayerNorm weights (as SentenceTransformer.fit), gradient norm clipped at 1 (as fit);
     linear warm-up over min(40, 10% of the steps) steps, then linear decay to 0;
@@ -297,7 +298,8 @@ def triplet_counts(config) -> dict[str, int]:
   return counts
 
 
-def fingerprint(config, model: str, peer_steps: int | None = None) -> dict:
+def fingerprint(config, model: str, peer_steps: int | None = None,
+                peer_temperature: float = PEER_TEMPERATURE) -> dict:
   """What a saved result depends on: the base only on the model and the suite; the others on the config."""
   whole = json.loads(config.to_json_best_effort(sort_keys=True))
   if model == "base":
@@ -307,6 +309,8 @@ def fingerprint(config, model: str, peer_steps: int | None = None) -> dict:
     whole.pop(key, None)
   if model == "peer":
     whole["peer_steps"] = peer_steps
+    if peer_temperature != PEER_TEMPERATURE:  # results saved before the flag existed stay valid
+      whole["peer_temperature"] = peer_temperature
   return whole
 
 
@@ -316,7 +320,7 @@ def load_saved(path: pathlib.Path, expected: dict, *, strict: bool = True) -> di
     return None
   saved = json.loads(path.read_text())
   if saved.get("fingerprint") != expected:
-    message = f"{path} was made with another config (or --peer_steps)"
+    message = f"{path} was made with another config (or --peer_steps, --peer_temperature)"
     if strict:
       raise SystemExit(f"{message}; rerun with --overwrite or another --workdir")
     log(f"{message}: not shown")
@@ -425,7 +429,7 @@ def _st_modules():
   return modules
 
 
-def train_peer(config, steps: int):
+def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE):
   """(SentenceTransformer, timing record): the recipe of the docstring on the config's trained tasks."""
   import torch
   import transformers
@@ -489,7 +493,7 @@ def train_peer(config, steps: int):
     texts = [prefix + data[name].texts[i] for i in idx]
     features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
     embeddings = model(features)["sentence_embedding"]
-    loss = supcon_loss(embeddings, torch.from_numpy(data[name].labels[idx]))
+    loss = supcon_loss(embeddings, torch.from_numpy(data[name].labels[idx]), temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), PEER_MAX_GRAD_NORM)
@@ -504,7 +508,8 @@ def train_peer(config, steps: int):
   model.eval()
   end = time.perf_counter()
   return model, prefix, {"train_seconds": end - start, "train_loop_seconds": end - loop_start, "steps": steps,
-                         "texts_seen": steps * PEER_BATCH_SIZE, "torch_threads": torch.get_num_threads()}
+                         "texts_seen": steps * PEER_BATCH_SIZE, "torch_threads": torch.get_num_threads(),
+                         "temperature": temperature}
 
 
 def score_peer(config, suite, model, prefix: str, timing: dict) -> dict:
@@ -543,7 +548,8 @@ def quiet_libraries() -> None:
     pass
 
 
-def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None, overwrite: bool) -> str:
+def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None, overwrite: bool,
+        peer_temperature: float = PEER_TEMPERATURE) -> str:
   """Scores what is not skipped (or reuses saved results) and returns the report."""
   from absl import logging as absl_logging
 
@@ -566,13 +572,14 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
     return suite
 
   # Saved results first, so a config that does not match them stops the run before any heavy work.
-  saved = {m: None if overwrite else load_saved(workdir / f"{m}.json", fingerprint(config, m, steps),
+  saved = {m: None if overwrite else load_saved(workdir / f"{m}.json",
+                                                  fingerprint(config, m, steps, peer_temperature),
                                                   strict=m not in skip) for m in MODELS}
   records: dict[str, dict | None] = {}
   notes: list[str] = []
   for model in MODELS:
     path = workdir / f"{model}.json"
-    expected = fingerprint(config, model, steps)
+    expected = fingerprint(config, model, steps, peer_temperature)
     if model in skip:
       log(f"{model}: skipped (--skip)" + (f"; showing the saved result {path}" if saved[model] else ""))
       records[model] = saved[model]
@@ -589,7 +596,7 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
         notes.append(f"peer skipped: {reason}")
         records[model] = None
         continue
-      trained_model, prefix, timing = train_peer(config, steps)
+      trained_model, prefix, timing = train_peer(config, steps, peer_temperature)
       record = score_peer(config, get_suite(), trained_model, prefix, timing)
       del trained_model
     else:
@@ -629,16 +636,19 @@ def _define_flags():
   workdir = flags.DEFINE_string("workdir", None, "Where results, the pe_jax run and quality.md go.")
   skip = flags.DEFINE_list("skip", [], "Models not to run now: any of base,peer,ours (saved results still show).")
   peer_steps = flags.DEFINE_integer("peer_steps", None, "Peer steps (default: ceil(budget / 48)).")
+  peer_temperature = flags.DEFINE_float("peer_temperature", PEER_TEMPERATURE,
+                                        "The peer's SupCon temperature (sentence-transformers' usual 0.05).")
   overwrite = flags.DEFINE_bool("overwrite", False, "Recompute results even when WORKDIR holds them.")
   data_dir = flags.DEFINE_string("data_dir", None, "Raw data folder (default: config.data_dir, $PE_JAX_DATA_DIR).")
   flags.mark_flags_as_required(["config", "workdir"])
-  return config, workdir, skip, peer_steps, overwrite, data_dir
+  return config, workdir, skip, peer_steps, peer_temperature, overwrite, data_dir
 
 
 def main() -> None:
   from absl import app
 
-  config_flag, workdir_flag, skip_flag, peer_steps_flag, overwrite_flag, data_dir_flag = _define_flags()
+  (config_flag, workdir_flag, skip_flag, peer_steps_flag, peer_temperature_flag, overwrite_flag,
+   data_dir_flag) = _define_flags()
 
   def _main(argv):
     if len(argv) > 1:
@@ -648,13 +658,16 @@ def main() -> None:
       raise app.UsageError(f"--skip: unknown {unknown} (known: {', '.join(MODELS)})")
     if peer_steps_flag.value is not None and peer_steps_flag.value < 1:
       raise app.UsageError("--peer_steps must be >= 1")
+    if not peer_temperature_flag.value > 0:
+      raise app.UsageError(f"--peer_temperature must be > 0, got {peer_temperature_flag.value}")
     quiet_libraries()
     config = config_flag.value
     if data_dir_flag.value:
       with config.unlocked():
         config.data_dir = data_dir_flag.value
     report = run(config, pathlib.Path(workdir_flag.value), skip=set(skip_flag.value),
-                 peer_steps=peer_steps_flag.value, overwrite=overwrite_flag.value)
+                 peer_steps=peer_steps_flag.value, overwrite=overwrite_flag.value,
+                 peer_temperature=peer_temperature_flag.value)
     print(report)
 
   app.run(_main)

@@ -166,3 +166,13 @@ def test_times_table_gives_the_peer_to_ours_ratio(bq):
   assert "| pe_jax | 4 | 480 | 12.0 | 4.0 |" in text
   assert "peer / pe_jax: 2.50x (30.0 s / 12.0 s)" in text
   assert "peer / pe_jax" not in bq.format_times({**records, "peer": None})
+
+
+def test_a_peer_temperature_off_the_default_is_part_of_the_peers_fingerprint_only(bq):
+  from configs import multitask
+
+  config = multitask.get_config("demo")
+  assert bq.fingerprint(config, "peer", 240) == bq.fingerprint(config, "peer", 240, bq.PEER_TEMPERATURE)
+  warmer = bq.fingerprint(config, "peer", 240, 0.2)
+  assert warmer["peer_temperature"] == 0.2 and warmer != bq.fingerprint(config, "peer", 240)
+  assert bq.fingerprint(config, "ours", 240, 0.2) == bq.fingerprint(config, "ours", 240)
