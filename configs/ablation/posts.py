@@ -104,8 +104,7 @@ def recipe_variants(c: ml_collections.ConfigDict) -> dict[str, dict]:
   paper's (configs/multitask.py: paper_recipe) and trains all tasks on the same anchors."""
   return {
       "one_task_per_step": {"mixture": {"tasks_per_step": 1}},
-      "bce": {"tasks": {n: {"loss": "bce", "head": {"scale_init": 20.0}, "bias_from_data": True, "labels_per_block": 0}
-                        for n in c.tasks}},
+      "bce": {"tasks": {n: multitask.PAPER_TASK_LOSS for n in c.tasks}},
       "no_distill": {"distill": {"weight": 0.0}},
   }
 
