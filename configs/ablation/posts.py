@@ -106,6 +106,7 @@ def recipe_variants(c: ml_collections.ConfigDict) -> dict[str, dict]:
       "one_task_per_step": {"mixture": {"tasks_per_step": 1}},
       "bce": {"tasks": {n: multitask.PAPER_TASK_LOSS for n in c.tasks}},
       "no_distill": {"distill": {"weight": 0.0}},
+      "every_layer": multitask.EVERY_LAYER,
   }
 
 

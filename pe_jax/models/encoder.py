@@ -206,11 +206,15 @@ class Encoder(nnx.Module):
         _dense(rngs, cfg, cfg.hidden_size, cfg.projection_dim, ("embed", "proj"))
         if cfg.projection_dim else None)
 
-  def _transform(self, input_ids, positions, mask):
-    x = self.embeddings(input_ids, positions)
-    for layer in self.layers:
+  def trunk(self, input_ids, positions, mask, num_layers: int):
+    """The embeddings and the first `num_layers` layers: the hidden states a frozen trunk hands on."""
+    return self._layers(self.embeddings(input_ids, positions), mask, 0, num_layers)
+
+  def _layers(self, x, mask, start: int, stop: int | None = None):
+    for layer in list(self.layers)[start:stop]:
       x = layer(x, mask)
     return x
+
 
   def finish(self, pooled):
     """Pooled [N, hidden] -> the embedding: projected, then normalised.
@@ -224,7 +228,7 @@ class Encoder(nnx.Module):
   def hidden_states(self, input_ids, attention_mask):
     """Right-padded rows, one text each: real tokens sit at 0..n-1, so positions are a plain range."""
     positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-    return self._transform(input_ids, positions, attention_mask.astype(bool)[:, None, None, :])
+    return self.trunk(input_ids, positions, attention_mask.astype(bool)[:, None, None, :], self.cfg.num_layers)
 
   def __call__(self, input_ids, attention_mask):
     hidden = self.hidden_states(input_ids, attention_mask)
@@ -241,18 +245,25 @@ class Encoder(nnx.Module):
       abstract = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
     return nnx.merge(nnx.graphdef(abstract), nnx.State({k: v for k, v in state.items() if k != "projection"}))
 
-  def embed_packed(self, input_ids, segment_ids, positions, num_texts: int, shards: int = 1):
+  def embed_packed(self, input_ids, segment_ids, positions, num_texts: int, shards: int = 1, *, trunk=None):
     """Several texts packed into each row, so no compute goes to padding (training batches).
 
     `segment_ids[r, t]` is 1 + the index of the text that token belongs to (0: padding), `positions`
     restart at 0 for each text. Attention stays inside a text; pooling is per text. -> [num_texts, D].
-    `shards`: see `pool_packed`.
+    `shards`, `trunk`: see `pool_packed`.
     """
-    return self.finish(self.pool_packed(input_ids, segment_ids, positions, num_texts, shards))
+    return self.finish(self.pool_packed(input_ids, segment_ids, positions, num_texts, shards, trunk=trunk))
 
-  def pool_packed(self, input_ids, segment_ids, positions, num_texts: int, shards: int = 1):
+  def packed_trunk(self, input_ids, segment_ids, positions, num_layers: int):
+    """`trunk` of packed rows -> (hidden states after layer `num_layers`, num_layers), what `pool_packed`
+    takes as `trunk`: a frozen trunk computed once serves the student and its frozen teacher alike."""
+    return self.trunk(input_ids, positions, _packed_mask(segment_ids), num_layers), num_layers
+
+  def pool_packed(self, input_ids, segment_ids, positions, num_texts: int, shards: int = 1, *, trunk=None):
     """`embed_packed` before the projection: the pooled full-width states [num_texts, hidden], fp32
     (a frozen teacher reads both its full-width and its projected embedding off one pass).
+
+    `trunk`: `packed_trunk`'s (states, k) of the same rows; the pass starts there, at layer k.
 
     `shards` > 1: the rows are that many equal blocks, one per data-parallel shard, and block g's segment
     ids count its own texts, which land at g * K + (id - 1), K = num_texts // shards. Each device then
@@ -260,9 +271,9 @@ class Encoder(nnx.Module):
     sum is an all-reduce, and several such calls in flight at once deadlocked CPU processes joined over
     gloo (the embedder dispatches calls ahead). Training keeps one numbering: its loss compares every text
     with every other anyway."""
-    seg = segment_ids[:, :, None]
-    mask = (seg == segment_ids[:, None, :]) & (seg > 0)
-    hidden = self._transform(input_ids, positions, mask[:, None])
+    mask = _packed_mask(segment_ids)
+    states, start = trunk if trunk is not None else (self.embeddings(input_ids, positions), 0)
+    hidden = self._layers(states, mask, start)
     width = hidden.shape[-1]
     flat = hidden.reshape(shards, -1, width).astype(jnp.float32)
     text = segment_ids.reshape(shards, -1) - 1  # padding -> -1, which segment_sum drops
@@ -277,3 +288,9 @@ class Encoder(nnx.Module):
       return sums / jnp.maximum(counts, 1.0)[:, None]
 
     return jax.vmap(pool_shard)(flat, text, first).reshape(num_texts, width)
+
+
+def _packed_mask(segment_ids):
+  """[rows, 1, T, T]: a token attends to the tokens of its own text only (segment 0 is padding)."""
+  seg = segment_ids[:, :, None]
+  return ((seg == segment_ids[:, None, :]) & (seg > 0))[:, None]

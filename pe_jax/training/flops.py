@@ -3,7 +3,7 @@
 Model FLOPs count what the model needs, not what the hardware did: matmuls over real tokens only
 (packing padding and the block-diagonal attention between packed texts are overhead, not model
 work) and each text's attention over its own length. Training costs three forward passes (the
-backward pass two). Embedding lookups, norms and activations are left out, as is usual for MFU.
+backward pass two), less the backward pass of a frozen trunk. Embedding lookups, norms and activations are left out, as is usual for MFU.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def forward_flops(cfg: EncoderConfig, counts: TokenCounts) -> float:
   return cfg.num_layers * (per_token * counts.tokens + attention) + projection
 
 
-def train_step_flops(cfg: EncoderConfig, counts: TokenCounts) -> float:
-  return 3.0 * forward_flops(cfg, counts)
+def train_step_flops(cfg: EncoderConfig, counts: TokenCounts, frozen_layers: int = 0) -> float:
+  """A forward pass and the backward pass (twice a forward's work) of what trains: a frozen trunk of
+  `frozen_layers` layers takes no backward pass."""
+  trained = cfg.replace(num_layers=cfg.num_layers - frozen_layers)
+  return forward_flops(cfg, counts) + 2.0 * forward_flops(trained, counts)
 
 
 # Dense peak FLOP/s per device (a GPU, a TPU chip) for bfloat16 and float32 inputs. float32 counts
@@ -72,8 +75,9 @@ class Throughput:
   Steps that compiled a new program are left out: their time is XLA's, not the step's.
   """
 
-  def __init__(self, cfg: EncoderConfig, *, num_devices: int, peak: float | None):
+  def __init__(self, cfg: EncoderConfig, *, num_devices: int, peak: float | None, frozen_layers: int = 0):
     self.cfg = cfg
+    self.frozen_layers = frozen_layers
     self.num_devices = num_devices
     self.peak = peak
     self._reset()
@@ -86,7 +90,7 @@ class Throughput:
       return
     self._steps += 1
     self._seconds += seconds
-    self._flops += train_step_flops(self.cfg, counts)
+    self._flops += train_step_flops(self.cfg, counts, self.frozen_layers)
     self._tokens += counts.tokens
 
   def record(self) -> dict[str, float]:

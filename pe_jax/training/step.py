@@ -93,39 +93,52 @@ def _block_loss_fn(task: TaskLoss) -> Callable:
   return losses.matryoshka(fn, task.matryoshka_dims) if task.matryoshka_dims else fn
 
 
-def encode_texts(encoder, batch: dict[str, jax.Array]) -> jax.Array:
-  """One encoder pass over every text of the batch (siamese: shared weights) -> [3 * M * B, D]."""
+def frozen_trunk(encoder, batch: dict[str, jax.Array], frozen_layers: int):
+  """The embeddings and first `frozen_layers` layers of every text, computed once and without gradient:
+  they never train, so the student and its frozen teacher (equal there) both start from these states.
+  None when nothing is frozen."""
+  if not frozen_layers:
+    return None
+  states, k = encoder.packed_trunk(batch["ids"], batch["segments"], batch["positions"], frozen_layers)
+  return jax.lax.stop_gradient(states), k
+
+
+def encode_texts(encoder, batch: dict[str, jax.Array], trunk=None) -> jax.Array:
+  """One encoder pass over every text of the batch (siamese: shared weights) -> [3 * M * B, D];
+  `trunk`: `frozen_trunk`'s states, where the pass starts."""
   n = batch["targets"].shape[0]
-  return encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n)
+  return encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n, trunk=trunk)
 
 
-def teacher_views(teacher, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def teacher_views(teacher, batch: dict[str, jax.Array], trunk=None) -> dict[str, jax.Array]:
   """The frozen teacher's `TEACHER_VIEWS` of every text of the batch, from one pass -> {view: [3MB, D]}."""
   n = batch["targets"].shape[0]
   pooled = jax.lax.stop_gradient(
-      teacher.pool_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n))
+      teacher.pool_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n, trunk=trunk))
   return {"base": l2_normalize(pooled), "init": teacher.finish(pooled)}
 
 
 def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
                  teacher=None, distill_weight: float = 0.0, distill_teacher: str = "base",
-                 distill_pairs: str = "all"):
+                 distill_pairs: str = "all", frozen_layers: int = 0):
   """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
   relational distillation against the `distill_teacher` view of `teacher` (the frozen starting encoder)
   over `distill_pairs` (one of DISTILL_PAIRS), and each task's self-distillation (mean over its blocks of
-  the step). Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar,
+  the step). `frozen_layers`: the encoder's embeddings and first layers that never train (the optimizer
+  leaves them), run once for the student and the teacher. Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar,
   "self_distill_loss": scalar (unweighted, summed over tasks)}."""
   task_ids = batch["task_ids"]
   m = task_ids.shape[0]
   n = batch["targets"].shape[0]
-  emb = encode_texts(model.encoder, batch)
+  trunk = frozen_trunk(model.encoder, batch, frozen_layers)
+  emb = encode_texts(model.encoder, batch, trunk)
   ea, eb, en = emb[:n], emb[n : 2 * n], emb[2 * n :]
   blocks = lambda x: x.reshape(m, -1, *x.shape[1:])
   # Texts are side-major ([side, block, row]); a block's own texts in `valid`'s order [block, side * B + row].
   by_block = lambda x: x.reshape(3, m, -1, *x.shape[1:]).swapaxes(0, 1).reshape(m, -1, *x.shape[1:])
   if teacher is None and (distill_weight or any(task.self_distill for task in tasks)):
     raise ValueError("distillation needs the frozen teacher: pass `teacher`")
-  views = None if teacher is None else teacher_views(teacher, batch)
+  views = None if teacher is None else teacher_views(teacher, batch, trunk)
   block_loss = jnp.zeros((m,), jnp.float32)
   self_distill = jnp.zeros((), jnp.float32)
   weighted_self_distill = jnp.zeros((), jnp.float32)
@@ -162,17 +175,19 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],
                     schedule: optax.Schedule, *, teacher_graphdef: nnx.GraphDef | None = None,
-                    distill_weight: float = 0.0, distill_teacher: str = "base", distill_pairs: str = "all"):
+                    distill_weight: float = 0.0, distill_teacher: str = "base", distill_pairs: str = "all",
+                    frozen_layers: int = 0):
   """(state, batch[, teacher_params]) -> (state, metrics); `state` = {"step", "params", "opt_state"}
   is donated. With `teacher_graphdef` (the starting encoder), the step takes the frozen teacher's params
-  as a third argument."""
+  as a third argument. `frozen_layers` must match the optimizer's (`optimizer.make_optimizer`): the step
+  shares those layers' states with the teacher, which is right only while they never change."""
   tasks = tuple(tasks)
 
   def loss_fn(params, batch, teacher_params):
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     return compute_loss(nnx.merge(graphdef, params), batch, tasks, teacher=teacher,
                         distill_weight=distill_weight, distill_teacher=distill_teacher,
-                        distill_pairs=distill_pairs)
+                        distill_pairs=distill_pairs, frozen_layers=frozen_layers)
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array], teacher_params=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, teacher_params)

@@ -178,6 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   head_specs = [(name, dict(config.tasks[name].head)) for name in mixture.task_order(weights_by_task)]
   model, tokenizer, source = build_model(config, mesh, head_specs)
   warm_start.check_teacher(config, model.encoder.cfg)
+  frozen_layers = optimizer_lib.check_frozen_layers(config, model.encoder.cfg.num_layers)
   workdir_lib.write_config(workdir, config)
   workdir_lib.write_model_description(workdir, model.encoder.cfg, head_specs, source.prefix, source.tokenizer)
   builder = batches_lib.BatchBuilder(
@@ -208,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # --- Optimizer and the jitted step ---------------------------------------------------------------
   accum = config.grad_accum_steps
   schedule = optimizer_lib.learning_rate_schedule(_updates_config(config, accum))
-  tx = optimizer_lib.make_optimizer(config.optimizer, schedule)
+  tx = optimizer_lib.make_optimizer(config.optimizer, schedule, frozen_layers=frozen_layers)
   if accum > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=accum)
   graphdef, params = nnx.split(model)
@@ -221,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                teacher_graphdef=teacher_graphdef,
                                distill_weight=warm_start.distill_weight(config, builder.num_blocks),
                                distill_teacher=distill.get("teacher") or "base",
-                               distill_pairs=distill.get("pairs", "all"))
+                               distill_pairs=distill.get("pairs", "all"), frozen_layers=frozen_layers)
 
   # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
   if (latest := manager.latest_step()) is not None:
@@ -251,7 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   writer = MetricsWriter(workdir, resume_step=step, total_steps=config.total_steps)
   throughput = flops_lib.Throughput(
       model.encoder.cfg, num_devices=mesh.size,
-      peak=flops_lib.peak_flops(mesh.devices.flat[0].device_kind, config.model.encoder.dtype))
+      peak=flops_lib.peak_flops(mesh.devices.flat[0].device_kind, config.model.encoder.dtype),
+      frozen_layers=frozen_layers)
   every = lambda n: n and (step % n == 0 or step == config.total_steps)
   results: dict[str, float] = {}
   try:

@@ -98,7 +98,10 @@ def test_the_posts_ablation_meets_the_issue_budget():
   assert {r.seed for r in runs if r.kind in ("single", "all")} == {0, 1, 2}
   assert config.eval.num_triplets >= 2_500
   assert {r.name for r in runs if r.kind == "variant"} == {
-      "variant_one_task_per_step", "variant_bce", "variant_no_distill"}
+      "variant_one_task_per_step", "variant_bce", "variant_no_distill", "variant_every_layer"}
+  every_layer = plan_lib.run_config(config, next(r for r in runs if r.name == "variant_every_layer"))
+  assert config.model.frozen_layers > 0 and every_layer.model.frozen_layers == 0
+  assert every_layer.optimizer.learning_rate == 1e-4
   text = plan_lib.format_plan(config, runs, ("base", "base_pca"))
   assert "only_topic" in text and "1008 each of 6 tasks" in text and " s a training text and " in text
 

@@ -25,6 +25,9 @@ def test_forward_flops_count_every_matmul_of_each_text():
   expected = sum(2 * a * b * c for n in lengths for a, b, c in matmuls(n))
   assert flops.forward_flops(TINY, counts) == expected
   assert flops.train_step_flops(TINY, counts) == 3 * expected
+  # A frozen trunk takes the forward pass only: with every layer frozen, only the projection trains.
+  projection = sum(2 * d * TINY.projection_dim for _ in lengths)
+  assert flops.train_step_flops(TINY, counts, frozen_layers=TINY.num_layers) == expected + 2 * projection
 
 
 @pytest.mark.parametrize("kind, dtype, peak", [

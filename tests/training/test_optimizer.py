@@ -92,3 +92,30 @@ def test_new_parameters_learn_at_their_multiplied_rate(base_config, tiny_model):
   for path, lr in expected.items():
     np.testing.assert_allclose(step[path], lr, rtol=1e-4, err_msg=path)
   assert {optimizer_lib.param_group(k) for k, _ in nnx.to_flat_state(params)} == {"encoder", "projection", "heads"}
+
+
+@pytest.mark.parametrize("frozen_layers", [1, 2])
+def test_a_frozen_trunk_never_moves_and_keeps_no_state(base_config, tiny_model, frozen_layers):
+  """The embeddings and the first k layers take no step, weight decay included; the rest learn as before."""
+  config = base_config()
+  config.optimizer.update(dict(learning_rate=1e-3, warmup_steps=0, decay="constant", weight_decay=0.5))
+  params = tiny_model(HEADS)[1]
+  schedule = optimizer_lib.learning_rate_schedule(config)
+  tx = optimizer_lib.make_optimizer(config.optimizer, schedule, frozen_layers=frozen_layers)
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  moved = {p for p, u in by_path(updates).items() if np.abs(np.asarray(u)).max() > 0}
+  frozen = {p for p in by_path(params) if p.startswith("encoder.embeddings.")
+            or any(p.startswith(f"encoder.layers.{i}.") for i in range(frozen_layers))}
+  assert frozen and not moved & frozen
+  assert moved == set(by_path(params)) - frozen
+  plain = optimizer_lib.make_optimizer(config.optimizer, schedule)
+  count = lambda state: sum(x.size for x in jax.tree.leaves(state))
+  assert count(tx.init(params)) < count(plain.init(params))  # no Adam moments for the trunk
+
+
+@pytest.mark.parametrize("value", [-1, 3])
+def test_frozen_layers_outside_the_encoder_names_the_key(base_config, value):
+  config = base_config()
+  config.model.frozen_layers = value
+  with pytest.raises(ValueError, match=r"config\.model\.frozen_layers=.* must be an integer from 0 .* to 2"):
+    optimizer_lib.check_frozen_layers(config, num_layers=2)

@@ -224,3 +224,33 @@ def test_distillation_without_a_teacher_is_refused(model):
     compute_loss(nnx.merge(graphdef, params), make_batch([0]), (TaskLoss("alpha", "supcon", self_distill=1.0),))
   with pytest.raises(ValueError, match="task 'alpha': self-distillation teacher 'full' is not one of"):
     TaskLoss("alpha", "supcon", self_distill_teacher="full")
+
+
+@pytest.mark.parametrize("frozen_layers", [1, 2])
+def test_a_frozen_trunk_changes_no_number_and_no_gradient_above_it(model, frozen_layers):
+  """The trunk's states computed once and shared with the teacher give the loss that the student and
+  teacher computing their own give, as long as the two trunks are equal (the optimizer keeps them so);
+  every gradient above the trunk is unchanged and the trunk's is zero: it takes no backward pass."""
+  from pe_jax.training.optimizer import param_group
+
+  graphdef, params = model
+  _, other = tiny_teacher(model)
+  in_trunk = lambda path: param_group(path, frozen_layers) == "frozen"
+  teacher_params = jax.tree_util.tree_map_with_path(lambda p, mine, theirs: mine if in_trunk(p) else theirs,
+                                                    params, other)
+  teacher = nnx.merge(graphdef, teacher_params).encoder
+  batch = make_batch([0, 3, 3])
+  tasks = (TASKS[0], TaskLoss("delta", "supcon", self_distill=1.0, self_distill_teacher="init"))
+  loss_of = jax.jit(jax.value_and_grad(
+      lambda p, k: compute_loss(nnx.merge(graphdef, p), batch, tasks, teacher=teacher, distill_weight=2.0,
+                                frozen_layers=k)[0]), static_argnums=1)
+  (shared, shared_grads), (own, own_grads) = loss_of(params, frozen_layers), loss_of(params, 0)
+  np.testing.assert_allclose(shared, own, rtol=1e-5)
+  frozen = 0
+  for (path, g_shared), (_, g_own) in zip(nnx.to_flat_state(shared_grads), nnx.to_flat_state(own_grads)):
+    if in_trunk(path):
+      frozen += 1
+      assert not np.asarray(g_shared.get_value()).any(), path
+    else:
+      np.testing.assert_allclose(g_shared.get_value(), g_own.get_value(), rtol=1e-4, atol=1e-7, err_msg=str(path))
+  assert frozen > 0

@@ -156,6 +156,24 @@ def test_the_default_recipe_end_to_end_and_resumed(short_config, tmp_path):
   np.testing.assert_allclose([r["loss"] for r in read_metrics(split)], [r["loss"] for r in records], rtol=1e-5)
 
 
+def test_a_frozen_trunk_ends_the_run_as_it_began(short_config, tmp_path):
+  """With `model.frozen_layers=1` the embeddings and the first layer end the run as they began (the
+  distillation teacher shares their states), while the layer above trains."""
+  config = short_config()
+  for task in config.tasks.values():
+    task.update(loss="supcon", labels_per_block=4)
+  config.mixture.tasks_per_step = 0
+  config.distill.update(weight=5.0, teacher="base")
+  config.model.frozen_layers = 1
+  train_and_evaluate(config, tmp_path)
+  model, _, _ = train_lib.build_model(config, sharding_lib.single_device_mesh(), [])  # as the run began
+  start = {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model.encoder))}
+  last = encoder_weights(tmp_path, config.total_steps)
+  trunk = [k for k in start if k.startswith(("embeddings/", "layers/0/"))]
+  assert trunk and all(np.array_equal(start[k], last[k]) for k in trunk)
+  assert not np.array_equal(start["layers/1/mlp_in/kernel"], last["layers/1/mlp_in/kernel"])
+
+
 def single_label_data(name: str) -> LabeledTexts:
   """Every example has a label of its own: no positive pair can be formed."""
   return LabeledTexts(name, [f"post {i}" for i in range(6)], np.eye(6, dtype=bool), tuple(f"l{i}" for i in range(6)))
