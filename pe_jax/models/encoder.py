@@ -215,7 +215,6 @@ class Encoder(nnx.Module):
       x = layer(x, mask)
     return x
 
-
   def finish(self, pooled):
     """Pooled [N, hidden] -> the embedding: projected, then normalised.
 

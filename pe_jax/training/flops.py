@@ -3,7 +3,8 @@
 Model FLOPs count what the model needs, not what the hardware did: matmuls over real tokens only
 (packing padding and the block-diagonal attention between packed texts are overhead, not model
 work) and each text's attention over its own length. Training costs three forward passes (the
-backward pass two), less the backward pass of a frozen trunk. Embedding lookups, norms and activations are left out, as is usual for MFU.
+backward pass two), less the backward pass of a frozen trunk. Embedding lookups, norms and activations
+are left out, as is usual for MFU.
 """
 
 from __future__ import annotations
