@@ -158,7 +158,7 @@ def test_the_default_recipe_end_to_end_and_resumed(short_config, tmp_path):
 
 def test_a_frozen_trunk_ends_the_run_as_it_began(short_config, tmp_path):
   """With `model.frozen_layers=1` the embeddings and the first layer end the run as they began (the
-  distillation teacher shares their states), while the layer above trains."""
+  distillation teacher shares their states), while the layer above trains; a resumed run ends the same."""
   config = short_config()
   for task in config.tasks.values():
     task.update(loss="supcon", labels_per_block=4)
@@ -172,6 +172,13 @@ def test_a_frozen_trunk_ends_the_run_as_it_began(short_config, tmp_path):
   trunk = [k for k in start if k.startswith(("embeddings/", "layers/0/"))]
   assert trunk and all(np.array_equal(start[k], last[k]) for k in trunk)
   assert not np.array_equal(start["layers/1/mlp_in/kernel"], last["layers/1/mlp_in/kernel"])
+  # Resumed from the step-2 checkpoint (the frozen group keeps no optimizer state), it ends the same.
+  split = tmp_path.parent / f"{tmp_path.name}_split"
+  shutil.copytree(tmp_path, split)
+  shutil.rmtree(split / workdir_lib.CHECKPOINTS / str(config.total_steps))
+  train_and_evaluate(config, split)
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(split)], [r["loss"] for r in read_metrics(tmp_path)],
+                             rtol=1e-5)
 
 
 def single_label_data(name: str) -> LabeledTexts:
