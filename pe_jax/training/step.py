@@ -125,8 +125,8 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   relational distillation against the `distill_teacher` view of `teacher` (the frozen starting encoder)
   over `distill_pairs` (one of DISTILL_PAIRS), and each task's self-distillation (mean over its blocks of
   the step). `frozen_layers`: the encoder's embeddings and first layers that never train (the optimizer
-  leaves them), run once for the student and the teacher. Returns (loss, aux) with aux {"block_loss": [M], "distill_loss": scalar,
-  "self_distill_loss": scalar (unweighted, summed over tasks)}."""
+  leaves them), run once for the student and the teacher. Returns (loss, aux) with aux
+  {"block_loss": [M], "distill_loss": scalar, "self_distill_loss": scalar (unweighted, summed over tasks)}."""
   task_ids = batch["task_ids"]
   m = task_ids.shape[0]
   n = batch["targets"].shape[0]
