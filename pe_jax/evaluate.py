@@ -23,6 +23,8 @@ _MODEL = flags.DEFINE_string("model", None, "Alias, Hugging Face folder, hub id 
 _OUT = flags.DEFINE_string("out", None, "Where to write the results JSON.")
 _BEST = flags.DEFINE_bool("best", False, "For a workdir: the best checkpoint by the config's best_metric.")
 _SETS = flags.DEFINE_list("sets", None, "Only these of the config's tasks and zero-shot sets (default: all).")
+_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                           "Compute dtype to score in (default: the model's own, float32 for a pretrained base).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Raw data folder (default: $PE_JAX_DATA_DIR).")
 flags.mark_flags_as_required(["config", "model", "out"])
 
@@ -42,10 +44,11 @@ def main(argv):
     raise cli.UsageError(f"--sets: {e}") from None
   data_dir = _DATA_DIR.value or config.data_dir
   start = time.perf_counter()
+  overrides = {} if _DTYPE.value is None else {"dtype": _DTYPE.value}
   if _BEST.value:
-    model, tokenizer, prefix = load_trained_model(_MODEL.value, mesh=None, best=True)
+    model, tokenizer, prefix = load_trained_model(_MODEL.value, mesh=None, best=True, **overrides)
   else:
-    model, tokenizer, prefix = load_model(_MODEL.value)
+    model, tokenizer, prefix = load_model(_MODEL.value, **overrides)
   embedder = Embedder(model, tokenizer, prefix=prefix)
   suite = suite_lib.build_suite(config, data_dir=data_dir, tfds_dir=config.tfds_dir)
   results = suite_lib.run_suite(suite, embedder, tasks=list(config.tasks))

@@ -31,6 +31,9 @@ The peer recipe, as a typical user writes it:
     the other texts sharing a label, the denominator runs over all other texts of the batch; cosine
     similarities of the L2-normalised embeddings over temperature 0.05 (sentence-transformers' usual
     scale of 20; `--peer_temperature` sets another, e.g. ours, to ask what the temperature alone gives);
+  - float32, as a new user runs it; `--peer_dtype=bfloat16` runs the forward pass and loss under
+    torch.autocast("cpu", dtype=torch.bfloat16), torch's mixed precision, for the speed comparison
+    against ours in bfloat16 (the config's dtype "auto");
   - AdamW, lr 5e-5 for the transformer and 50x (2.5e-3) for the Dense layer, weight decay 0.01 except
     biases and LayerNorm weights (as SentenceTransformer.fit), gradient norm clipped at 1 (as fit);
     linear warm-up over min(40, 10% of the steps) steps, then linear decay to 0;
@@ -247,14 +250,14 @@ def format_table(results: Mapping[str, Mapping[str, float] | None], num_triplets
 
 def format_times(records: Mapping[str, Mapping | None]) -> str:
   """Markdown: training steps, texts seen and wall seconds per model, and the peer / pe_jax ratio."""
-  lines = ["| model | training steps | texts seen | training wall s | scoring wall s |",
-           "|---|---:|---:|---:|---:|"]
+  lines = ["| model | compute | training steps | texts seen | training wall s | scoring wall s |",
+           "|---|---|---:|---:|---:|---:|"]
   for model in MODELS:
     r = records.get(model)
     if r is None:
-      lines.append(f"| {TITLES[model]} | — | — | — | — |")
+      lines.append(f"| {TITLES[model]} | — | — | — | — | — |")
       continue
-    lines.append(f"| {TITLES[model]} | {r.get('steps', 0)} | {r.get('texts_seen', 0)} | "
+    lines.append(f"| {TITLES[model]} | {r.get('dtype', 'float32')} | {r.get('steps', 0)} | {r.get('texts_seen', 0)} | "
                  f"{r.get('train_seconds', 0.0):.1f} | {r.get('score_seconds', 0.0):.1f} |")
   peer, ours = records.get("peer"), records.get("ours")
   if peer and ours and ours.get("train_seconds"):
@@ -299,7 +302,7 @@ def triplet_counts(config) -> dict[str, int]:
 
 
 def fingerprint(config, model: str, peer_steps: int | None = None,
-                peer_temperature: float = PEER_TEMPERATURE) -> dict:
+                peer_temperature: float = PEER_TEMPERATURE, peer_dtype: str = "float32") -> dict:
   """What a saved result depends on: the base only on the model and the suite; the others on the config."""
   whole = json.loads(config.to_json_best_effort(sort_keys=True))
   if model == "base":
@@ -311,6 +314,8 @@ def fingerprint(config, model: str, peer_steps: int | None = None,
     whole["peer_steps"] = peer_steps
     if peer_temperature != PEER_TEMPERATURE:  # results saved before the flag existed stay valid
       whole["peer_temperature"] = peer_temperature
+    if peer_dtype != "float32":
+      whole["peer_dtype"] = peer_dtype
   return whole
 
 
@@ -320,7 +325,7 @@ def load_saved(path: pathlib.Path, expected: dict, *, strict: bool = True) -> di
     return None
   saved = json.loads(path.read_text())
   if saved.get("fingerprint") != expected:
-    message = f"{path} was made with another config (or --peer_steps, --peer_temperature)"
+    message = f"{path} was made with another config (or --peer_steps, --peer_temperature, --peer_dtype)"
     if strict:
       raise SystemExit(f"{message}; rerun with --overwrite or another --workdir")
     log(f"{message}: not shown")
@@ -358,7 +363,7 @@ def score_base(config, suite) -> dict:
   log(f"base: scoring {what}")
   results = suite_lib.run_suite(suite, Embedder(encoder, tokenizer, prefix=prefix), tasks=list(config.tasks))
   return {"model": what, "results": results, "steps": 0, "texts_seen": 0, "train_seconds": 0.0,
-          "score_seconds": time.perf_counter() - start}
+          "score_seconds": time.perf_counter() - start, "dtype": encoder.cfg.dtype}
 
 
 def train_ours(config, run_dir: pathlib.Path, per_step: int, expected: dict) -> dict:
@@ -394,7 +399,7 @@ def score_ours(config, run_dir: pathlib.Path, suite, timing: dict) -> dict:
   log(f"pe_jax: scoring the trained {encoder.cfg.embedding_dim}-d model")
   results = suite_lib.run_suite(suite, Embedder(encoder, tokenizer, prefix=prefix), tasks=list(config.tasks))
   return {"model": f"pe_jax trained ({run_dir})", "results": results, **timing,
-          "score_seconds": time.perf_counter() - start}
+          "score_seconds": time.perf_counter() - start, "dtype": encoder.cfg.dtype}
 
 
 def peer_folder(config) -> pathlib.Path:
@@ -429,7 +434,7 @@ def _st_modules():
   return modules
 
 
-def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE):
+def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE, dtype: str = "float32"):
   """(SentenceTransformer, timing record): the recipe of the docstring on the config's trained tasks."""
   import torch
   import transformers
@@ -492,8 +497,9 @@ def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE):
     idx = samplers[name]()
     texts = [prefix + data[name].texts[i] for i in idx]
     features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
-    embeddings = model(features)["sentence_embedding"]
-    loss = supcon_loss(embeddings, torch.from_numpy(data[name].labels[idx]), temperature)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      embeddings = model(features)["sentence_embedding"]
+      loss = supcon_loss(embeddings.float(), torch.from_numpy(data[name].labels[idx]), temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), PEER_MAX_GRAD_NORM)
@@ -509,7 +515,7 @@ def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE):
   end = time.perf_counter()
   return model, prefix, {"train_seconds": end - start, "train_loop_seconds": end - loop_start, "steps": steps,
                          "texts_seen": steps * PEER_BATCH_SIZE, "torch_threads": torch.get_num_threads(),
-                         "temperature": temperature}
+                         "temperature": temperature, "dtype": dtype}
 
 
 def score_peer(config, suite, model, prefix: str, timing: dict) -> dict:
@@ -549,7 +555,7 @@ def quiet_libraries() -> None:
 
 
 def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None, overwrite: bool,
-        peer_temperature: float = PEER_TEMPERATURE) -> str:
+        peer_temperature: float = PEER_TEMPERATURE, peer_dtype: str = "float32") -> str:
   """Scores what is not skipped (or reuses saved results) and returns the report."""
   from absl import logging as absl_logging
 
@@ -573,13 +579,13 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
 
   # Saved results first, so a config that does not match them stops the run before any heavy work.
   saved = {m: None if overwrite else load_saved(workdir / f"{m}.json",
-                                                  fingerprint(config, m, steps, peer_temperature),
+                                                  fingerprint(config, m, steps, peer_temperature, peer_dtype),
                                                   strict=m not in skip) for m in MODELS}
   records: dict[str, dict | None] = {}
   notes: list[str] = []
   for model in MODELS:
     path = workdir / f"{model}.json"
-    expected = fingerprint(config, model, steps, peer_temperature)
+    expected = fingerprint(config, model, steps, peer_temperature, peer_dtype)
     if model in skip:
       log(f"{model}: skipped (--skip)" + (f"; showing the saved result {path}" if saved[model] else ""))
       records[model] = saved[model]
@@ -596,7 +602,7 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
         notes.append(f"peer skipped: {reason}")
         records[model] = None
         continue
-      trained_model, prefix, timing = train_peer(config, steps, peer_temperature)
+      trained_model, prefix, timing = train_peer(config, steps, peer_temperature, peer_dtype)
       record = score_peer(config, get_suite(), trained_model, prefix, timing)
       del trained_model
     else:
@@ -638,16 +644,18 @@ def _define_flags():
   peer_steps = flags.DEFINE_integer("peer_steps", None, "Peer steps (default: ceil(budget / 48)).")
   peer_temperature = flags.DEFINE_float("peer_temperature", PEER_TEMPERATURE,
                                         "The peer's SupCon temperature (sentence-transformers' usual 0.05).")
+  peer_dtype = flags.DEFINE_enum("peer_dtype", "float32", ["float32", "bfloat16"],
+                                 "The peer's compute: float32, or bfloat16 under torch.autocast (mixed precision).")
   overwrite = flags.DEFINE_bool("overwrite", False, "Recompute results even when WORKDIR holds them.")
   data_dir = flags.DEFINE_string("data_dir", None, "Raw data folder (default: config.data_dir, $PE_JAX_DATA_DIR).")
   flags.mark_flags_as_required(["config", "workdir"])
-  return config, workdir, skip, peer_steps, peer_temperature, overwrite, data_dir
+  return config, workdir, skip, peer_steps, peer_temperature, peer_dtype, overwrite, data_dir
 
 
 def main() -> None:
   from absl import app
 
-  (config_flag, workdir_flag, skip_flag, peer_steps_flag, peer_temperature_flag, overwrite_flag,
+  (config_flag, workdir_flag, skip_flag, peer_steps_flag, peer_temperature_flag, peer_dtype_flag, overwrite_flag,
    data_dir_flag) = _define_flags()
 
   def _main(argv):
@@ -667,7 +675,7 @@ def main() -> None:
         config.data_dir = data_dir_flag.value
     report = run(config, pathlib.Path(workdir_flag.value), skip=set(skip_flag.value),
                  peer_steps=peer_steps_flag.value, overwrite=overwrite_flag.value,
-                 peer_temperature=peer_temperature_flag.value)
+                 peer_temperature=peer_temperature_flag.value, peer_dtype=peer_dtype_flag.value)
     print(report)
 
   app.run(_main)

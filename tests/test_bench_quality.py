@@ -160,15 +160,15 @@ def test_table_with_a_skipped_model(bq):
 def test_times_table_gives_the_peer_to_ours_ratio(bq):
   records = {"base": {"steps": 0, "texts_seen": 0, "train_seconds": 0.0, "score_seconds": 5.0},
              "peer": {"steps": 10, "texts_seen": 480, "train_seconds": 30.0, "score_seconds": 6.0},
-             "ours": {"steps": 4, "texts_seen": 480, "train_seconds": 12.0, "score_seconds": 4.0}}
+             "ours": {"steps": 4, "texts_seen": 480, "train_seconds": 12.0, "score_seconds": 4.0, "dtype": "bfloat16"}}
   text = bq.format_times(records)
-  assert "| peer | 10 | 480 | 30.0 | 6.0 |" in text
-  assert "| pe_jax | 4 | 480 | 12.0 | 4.0 |" in text
+  assert "| peer | float32 | 10 | 480 | 30.0 | 6.0 |" in text  # records saved before the column: float32
+  assert "| pe_jax | bfloat16 | 4 | 480 | 12.0 | 4.0 |" in text
   assert "peer / pe_jax: 2.50x (30.0 s / 12.0 s)" in text
   assert "peer / pe_jax" not in bq.format_times({**records, "peer": None})
 
 
-def test_a_peer_temperature_off_the_default_is_part_of_the_peers_fingerprint_only(bq):
+def test_a_peer_temperature_or_dtype_off_the_default_is_part_of_the_peers_fingerprint_only(bq):
   from configs import multitask
 
   config = multitask.get_config("demo")
@@ -176,3 +176,6 @@ def test_a_peer_temperature_off_the_default_is_part_of_the_peers_fingerprint_onl
   warmer = bq.fingerprint(config, "peer", 240, 0.2)
   assert warmer["peer_temperature"] == 0.2 and warmer != bq.fingerprint(config, "peer", 240)
   assert bq.fingerprint(config, "ours", 240, 0.2) == bq.fingerprint(config, "ours", 240)
+  mixed = bq.fingerprint(config, "peer", 240, bq.PEER_TEMPERATURE, "bfloat16")
+  assert mixed["peer_dtype"] == "bfloat16" and "peer_dtype" not in bq.fingerprint(config, "peer", 240)
+  assert bq.fingerprint(config, "ours", 240, bq.PEER_TEMPERATURE, "bfloat16") == bq.fingerprint(config, "ours", 240)

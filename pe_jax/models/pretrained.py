@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tokenizers
 
+from pe_jax import runtime
 from pe_jax.models.encoder import EncoderConfig
 from pe_jax.suggest import closest, did_you_mean
 
@@ -209,8 +210,11 @@ def resolve(spec: str, **overrides) -> PretrainedSource:
   """An alias, a local Hugging Face folder, or `org/name` on the hub (online only).
 
   A spec that looks like a local path never goes to the hub: a mistyped workdir is named as missing.
-  `overrides` replace `EncoderConfig` fields (e.g. projection_dim=50, dtype="bfloat16").
+  `overrides` replace `EncoderConfig` fields (e.g. projection_dim=50, dtype="bfloat16"; dtype="auto": bfloat16
+  where the device multiplies it natively, float32 elsewhere).
   """
+  if "dtype" in overrides:
+    overrides = {**overrides, "dtype": runtime.compute_dtype(overrides["dtype"])}
   if spec in ALIASES:
     return ALIASES[spec](**overrides)
   path = pathlib.Path(spec).expanduser()

@@ -252,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   writer = MetricsWriter(workdir, resume_step=step, total_steps=config.total_steps)
   throughput = flops_lib.Throughput(
       model.encoder.cfg, num_devices=mesh.size,
-      peak=flops_lib.peak_flops(mesh.devices.flat[0].device_kind, config.model.encoder.dtype),
+      peak=flops_lib.peak_flops(mesh.devices.flat[0].device_kind, model.encoder.cfg.dtype),
       frozen_layers=frozen_layers)
   every = lambda n: n and (step % n == 0 or step == config.total_steps)
   results: dict[str, float] = {}

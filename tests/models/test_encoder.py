@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from fixtures import (FFN, HEADS, HIDDEN, LAYERS, MAX_SEQ_LENGTH, VARIANTS, nump
 from pe_jax import sharding
 from pe_jax.models import weights
 from pe_jax.models.encoder import EncoderConfig, l2_normalize, pool
+from pe_jax.tokenization import pad_batch
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 # Token id sequences of several lengths, [CLS]/<s> first and [SEP]/</s> last as the tokenizers make them.
@@ -90,6 +92,46 @@ def test_bfloat16_compute_is_close_to_float32():
   cosine = (fp32 * bf16).sum(1)
   assert cosine.min() > 0.99, cosine
   assert np.abs(fp32 - bf16).max() > 1e-6  # bf16 really ran
+
+
+def _equations(jaxpr):
+  """Every equation of `jaxpr` and of the jaxprs inside it (jit, custom_vjp, ...)."""
+  for e in jaxpr.eqns:
+    yield e
+    for value in e.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _equations(inner)
+
+
+def test_bfloat16_products_accumulate_in_float32_forward_and_backward():
+  # XLA:CPU multiplies bfloat16 at its native rate only into float32 (pe_jax/models/encoder.py:
+  # _bf16_matmul): every product of a bf16 encoder's step, the backward pass's included, must be one.
+  tensors = tiny_tensors("bert")
+  fp32, bf16 = (weights.load_encoder(tiny_config(projection_dim=8, dtype=d), tensors) for d in ("float32", "bfloat16"))
+  ids, mask = pad_batch([np.asarray(s) for s in SEQUENCES["bert"]], MAX_SEQ_LENGTH, 4, 0)
+  target = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+
+  def grads(model):
+    graphdef, params = nnx.split(model)
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(ids, mask) * target)
+    return params, jax.grad(loss), loss
+
+  params, grad_fn, _ = grads(bf16)
+  dots = [(tuple(v.aval.dtype for v in e.invars), e.outvars[0].aval.dtype)
+          for e in _equations(jax.make_jaxpr(grad_fn)(params).jaxpr) if e.primitive.name == "dot_general"]
+  bf16_dots = [d for d in dots if jnp.bfloat16 in d[0]]
+  assert all(d == ((jnp.bfloat16, jnp.bfloat16), jnp.float32) for d in bf16_dots), dots
+  # 6 dense layers a block, each one product forward and two backward; attention and projection: float32
+  assert len(bf16_dots) == 3 * 6 * LAYERS, dots
+
+  want = jax.grad(grads(fp32)[2])(nnx.split(fp32)[1])
+  got = grad_fn(params)
+  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    cos = float(np.sum(np.asarray(g) * np.asarray(w)) / (np.linalg.norm(g) * np.linalg.norm(w) + 1e-12))
+    assert g.dtype == jnp.float32 and (np.linalg.norm(w) < 1e-6 or cos > 0.99), (path, cos)
+  assert bf16.projection.dtype == "float32"  # the projection stays float32 (Encoder.finish)
 
 
 def test_every_param_has_logical_axis_names():
