@@ -82,8 +82,8 @@ def main() -> None:
       se = math.sqrt(values[0] * (1 - values[0]) / args.num_bitext_pairs)
     deltas = [f"{v - values[0]:+.3f}" + (" ~" if se and abs(v - values[0]) < 2 * math.sqrt(2) * se else "")
               for v in values[1:]]
-    print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in values) + " | " + " | ".join(deltas)
-          + f" | {f'±{se:.3f}' if se else ''} |")
+    cells = [k, *(f"{v:.3f}" for v in values), *deltas, f"±{se:.3f}" if se else ""]
+    print("| " + " | ".join(cells) + " |")
   if args.plot:
     plot(results, names, args.x, args.y, args.plot)
 
