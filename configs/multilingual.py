@@ -90,8 +90,7 @@ def get_config(arg: str | None = None):
   # jpn (docs/results.md, "The self-distillation weight on three seeds").
   c.tasks.translation.update(dict(
       pivot="en", languages=SMOKE_TRANSLATION_LANGUAGES if smoke else TRANSLATION_LANGUAGES,
-      self_distill=dict(weight=0.0 if "no_self_distill" in args else 2.0, teacher="init"),
-      relational_pivot=False))
+      self_distill=dict(weight=0.0 if "no_self_distill" in args else 2.0, teacher="init")))
   if "no_translation" in args:
     # The task's texts stay out of the batches entirely, and its self-distillation with them.
     c.tasks.translation.weight = 0.0

@@ -42,9 +42,6 @@ class TaskLoss:
   cosine; `in_batch` adds every other pair of the block, related or not, as further BCE pairs).
   self_distill: weight of the mean squared distance between each of the block's texts and the frozen
   teacher's `self_distill_teacher` view of its row's side-a text (0: none).
-  relational_pivot: the relational distillation holds each of the block's texts where the teacher puts its
-  row's side-a text (a translation where the teacher puts the English sentence), and holds the pairs of
-  different rows inside the block too: every language learns the pivot's graded similarities.
   """
 
   name: str
@@ -54,7 +51,6 @@ class TaskLoss:
   in_batch: bool = True
   self_distill: float = 0.0
   self_distill_teacher: str = "init"
-  relational_pivot: bool = False
 
   def __post_init__(self):
     if self.kind not in LOSSES:
@@ -122,25 +118,6 @@ def teacher_views(teacher, batch: dict[str, jax.Array], trunk=None) -> dict[str,
   return {"base": l2_normalize(pooled), "init": teacher.finish(pooled)}
 
 
-def relational_targets(teacher: jax.Array, task_ids: jax.Array, pivot_tasks: Sequence[int], distill_pairs: str):
-  """(teacher embedding per text [3MB, D], pairs [3MB, 3MB] bool or None for all) for the relational
-  distillation of a side-major batch of M blocks of B rows. Texts of blocks of `pivot_tasks` take their
-  row's side-a text's teacher embedding, and with `distill_pairs="across_blocks"` their pairs of different
-  rows inside the block count too (a row's own texts are the task loss's positives)."""
-  m = task_ids.shape[0]
-  row = jnp.arange(teacher.shape[0]) % (teacher.shape[0] // 3)  # a text's row, numbered as side a's texts
-  block = row // (row.shape[0] // (3 * m))
-  pivot = jnp.isin(task_ids, jnp.asarray(pivot_tasks, jnp.int32))[block] if pivot_tasks else None
-  if pivot is not None:
-    teacher = jnp.where(pivot[:, None], teacher[row], teacher)
-  if distill_pairs != "across_blocks":
-    return teacher, None
-  pairs = block[:, None] != block[None, :]
-  if pivot is not None:
-    pairs |= pivot[:, None] & (block[:, None] == block[None, :]) & (row[:, None] != row[None, :])
-  return teacher, pairs
-
-
 def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
                  teacher=None, distill_weight: float = 0.0, distill_teacher: str = "base",
                  distill_pairs: str = "all", frozen_layers: int = 0):
@@ -187,9 +164,11 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   distill = jnp.zeros((), jnp.float32)
   if distill_weight:
     valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)  # side-major, as `emb`
-    pivots = [t for t, task in enumerate(tasks) if task.relational_pivot]
-    target, pairs = relational_targets(views[distill_teacher], task_ids, pivots, distill_pairs)
-    distill = losses.relational_distillation_loss(emb, target, valid, pairs)
+    pairs = None
+    if distill_pairs == "across_blocks":
+      block = (jnp.arange(3 * n) // (n // m)) % m
+      pairs = block[:, None] != block[None, :]
+    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
     loss = loss + distill_weight * distill
   return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill}
 

@@ -81,14 +81,11 @@ def build_tasks(config: ml_collections.ConfigDict) -> dict[str, PairTask]:
 
 
 def check_translation_tasks(config: ml_collections.ConfigDict) -> None:
-  """Refuses a translation task (`languages` set) whose languages, pivot or loss cannot work, and
-  `relational_pivot` on any other task, naming the key, before any file is read."""
+  """Refuses a translation task (`languages` set) whose languages, pivot or loss cannot work, naming
+  the key, before any file is read."""
   for name, spec in config.tasks.items():
     if spec.get("languages"):
       _check_translation_task(name, spec)
-    elif spec.get("relational_pivot"):
-      raise ValueError(f"config.tasks.{name}.relational_pivot: only a translation task (languages and pivot "
-                       f"set) has a row of one sentence to hold at its pivot's place; {name} pairs different posts")
 
 
 def _check_translation_task(name: str, spec: ml_collections.ConfigDict) -> None:
@@ -219,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
   losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
                      config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True),
-                     *warm_start.self_distill(config.tasks[n]), bool(config.tasks[n].get("relational_pivot")))
+                     *warm_start.self_distill(config.tasks[n]))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
                                teacher_graphdef=teacher_graphdef,

@@ -10,8 +10,7 @@ from flax import nnx
 from pe_jax.tokenization import pack_rows, packed_arrays
 from pe_jax.models.encoder import l2_normalize
 from pe_jax.training import losses
-from pe_jax.training.step import (TaskLoss, compute_loss, encode_texts, make_train_step, relational_targets,
-                                  teacher_views)
+from pe_jax.training.step import TaskLoss, compute_loss, encode_texts, make_train_step, teacher_views
 
 TASKS = (TaskLoss("alpha", "bce", in_batch=False), TaskLoss("bravo", "bce", matryoshka_dims=(4, 8)),
          TaskLoss("charlie", "contrastive", symmetric=True), TaskLoss("delta", "supcon"))
@@ -147,25 +146,6 @@ def test_distillation_across_blocks_holds_only_pairs_from_different_blocks(model
                                                  np.ones(3 * 3 * ROWS, bool), block_of[:, None] != block_of[None, :])
   np.testing.assert_allclose(distill(batch, "across_blocks"), expected, rtol=1e-5)
   assert not np.isclose(distill(batch, "across_blocks"), distill(batch, "all"))
-
-
-def test_relational_pivot_holds_a_translation_block_at_its_rows_side_a_texts():
-  """A pivot task's texts take their row's side-a teacher embedding, and across_blocks then also holds
-  its pairs of different rows inside the block; other blocks are as before."""
-  m, b = 3, 2  # blocks, rows a block; texts side-major: text = side * m * b + block * b + row
-  teacher = jnp.asarray(np.random.default_rng(0).normal(size=(3 * m * b, 4)), jnp.float32)
-  task_ids = jnp.asarray([0, 1, 0])
-  plain, plain_pairs = relational_targets(teacher, task_ids, [], "across_blocks")
-  target, pairs = relational_targets(teacher, task_ids, [1], "across_blocks")
-  np.testing.assert_array_equal(plain, teacher)
-  side, block_, row = np.unravel_index(np.arange(3 * m * b), (3, m, b))
-  for i in range(3 * m * b):
-    want = teacher[block_[i] * b + row[i]] if block_[i] == 1 else teacher[i]  # side a: text block * b + row
-    np.testing.assert_array_equal(target[i], want)
-  same_block, same_row = block_[:, None] == block_[None, :], (block_ * b + row)[:, None] == (block_ * b + row)[None, :]
-  np.testing.assert_array_equal(plain_pairs, ~same_block)
-  np.testing.assert_array_equal(pairs, ~same_block | (same_block & (block_[:, None] == 1) & ~same_row))
-  assert relational_targets(teacher, task_ids, [1], "all")[1] is None
 
 
 def tiny_teacher(model):

@@ -277,10 +277,6 @@ def test_translation_languages_and_loss_are_checked_by_key(multilingual_smoke):
   with pytest.raises(ValueError, match=r"^config.tasks.translation.loss='bce': a translation task trains with supcon or "
                                        r"contrastive"):
     build_tasks(config)
-  config.tasks.translation.loss = "supcon"
-  config.tasks.sentiment_french.relational_pivot = True
-  with pytest.raises(ValueError, match=r"^config.tasks.sentiment_french.relational_pivot: only a translation task"):
-    train_lib.check_translation_tasks(config)
 
 
 def test_a_translation_task_reading_a_zero_shot_split_is_refused():
