@@ -27,7 +27,9 @@ Storyline, plus sentiment-style labels. The recipe (docs/results.md measures eac
   teacher reuses their forward pass), the 3 above at learning rate 2e-4 with warm-up and linear decay:
   the same scores as every layer at 1e-4 in less time a step (docs/results.md, "A frozen trunk"); the
   projection and heads 10x faster (every task shares each update, so a step moves each task less than a
-  one-task step would).
+  one-task step would);
+- the encoder's products in bfloat16 into float32 where the device multiplies bfloat16 natively
+  (`model.encoder.dtype="auto"`): the same scores in 0.7 of the step (docs/results.md, "bfloat16 products").
 The `paper` switch gives the paper's recipe as we read it (pair BCE on scaled cosine, one task per
 device and step, a fresh 50-d projection, no distillation, every layer training) for comparison. Zero-shot evaluations use sets
 no task trains on.
