@@ -52,6 +52,7 @@ def benchmark_config(seq_len: int, batch_size: int):
       del config.tasks[name]
   config.batch_size = batch_size
   config.model.encoder.max_seq_length = seq_len
+  config.model.encoder.dtype = "float32"  # as the torch step: the first-step losses must agree ("auto" may pick bf16)
   config.optimizer.warmup_steps = 0
   config.optimizer.decay = "constant"
   return config
