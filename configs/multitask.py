@@ -216,8 +216,7 @@ def recipe(tasks: dict[str, tuple[str, str, str]], zero_shot: dict, *, base: str
   # gained +0.008 for 0.014 of STS-B and 0.048 of MS MARCO: docs/results.md). `pairs`: "all" pairs of the
   # batch, or "across_blocks" (pairs of posts from different task blocks: within a block the labels decide).
   c.distill = ml_collections.ConfigDict(dict(weight=0.0 if smoke else 20.0, weight_per="step",
-                                             teacher="base", pairs="across_blocks",
-                                             kind="cosine", temperature=0.05))
+                                             teacher="base", pairs="across_blocks"))
 
   c.batch_size = 8 if smoke else 16  # pairs per task block (3 posts each: anchor, positive, negative)
   c.total_steps = 30 if smoke else 80 if demo else 90 if cpu else 2_000

@@ -94,7 +94,7 @@ def in_batch_bce_loss(emb: jax.Array, related: jax.Array, valid: jax.Array, scal
 
 
 def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array,
-                                 pairs: jax.Array | None = None, *, centered: bool = False) -> jax.Array:
+                                 pairs: jax.Array | None = None) -> jax.Array:
   """Mean squared difference of the pairwise cosines of `student` [N, D] and `teacher` [N, D'] over
   pairs of valid texts (and of `pairs`, bool [N, N], when given): keeps the geometry of the batch as
   the frozen teacher saw it (widths may differ)."""
@@ -102,27 +102,7 @@ def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: 
   pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool) & (True if pairs is None else pairs)
   s = jnp.einsum("id,jd->ij", student, student, precision=_HIGHEST)
   t = jax.lax.stop_gradient(jnp.einsum("id,jd->ij", teacher, teacher, precision=_HIGHEST))
-  d = s - t
-  if centered:
-    d = d - jnp.where(pairs, d, 0.0).sum(-1, keepdims=True) / jnp.maximum(pairs.sum(-1, keepdims=True), 1)
-  return jnp.where(pairs, d ** 2, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
-
-
-def listwise_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array,
-                               pairs: jax.Array | None = None, *, temperature: float = 0.05) -> jax.Array:
-  """KL divergence from the teacher's to the student's softmax over each valid text's neighbours (the
-  valid texts of `pairs`, bool [N, N], when given), cosines divided by `temperature`; mean over texts.
-  Holds who is near whom, not the cosines themselves: a shift of every cosine of a text costs nothing."""
-  n = student.shape[0]
-  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool) & (True if pairs is None else pairs)
-  s = jnp.einsum("id,jd->ij", student, student, precision=_HIGHEST) / temperature
-  t = jax.lax.stop_gradient(jnp.einsum("id,jd->ij", teacher, teacher, precision=_HIGHEST)) / temperature
-  # A finite mask: a padding row has no neighbour, and -inf there would make its softmax (and gradient) NaN.
-  log_s = jax.nn.log_softmax(jnp.where(pairs, s, -1e9), axis=-1)
-  log_t = jax.nn.log_softmax(jnp.where(pairs, t, -1e9), axis=-1)
-  kl = jnp.where(pairs, jnp.exp(log_t) * (log_t - log_s), 0.0).sum(axis=-1)
-  rows = pairs.any(axis=-1)
-  return jnp.where(rows, kl, 0.0).sum() / jnp.maximum(rows.sum(), 1)
+  return jnp.where(pairs, (s - t) ** 2, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
 
 
 def embedding_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array) -> jax.Array:

@@ -28,7 +28,6 @@ LOSSES = ("supcon", "contrastive", "bce")
 # Which pairs of the batch relational distillation holds: all of them, or only pairs of texts from
 # different blocks, whose geometry no task loss sets (within a block the task's labels decide).
 DISTILL_PAIRS = ("all", "across_blocks")
-DISTILL_KINDS = ("cosine", "centered", "listwise")
 # What the frozen teacher gives as a text's target: "base", its full-width embedding (the pretrained
 # model's own); "init", its embedding through the starting projection (the student's space at step 0).
 TEACHER_VIEWS = ("base", "init")
@@ -121,8 +120,7 @@ def teacher_views(teacher, batch: dict[str, jax.Array], trunk=None) -> dict[str,
 
 def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
                  teacher=None, distill_weight: float = 0.0, distill_teacher: str = "base",
-                 distill_pairs: str = "all", distill_kind: str = "cosine",
-                 distill_temperature: float = 0.05, frozen_layers: int = 0):
+                 distill_pairs: str = "all", frozen_layers: int = 0):
   """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
   relational distillation against the `distill_teacher` view of `teacher` (the frozen starting encoder)
   over `distill_pairs` (one of DISTILL_PAIRS), and each task's self-distillation (mean over its blocks of
@@ -170,12 +168,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
     if distill_pairs == "across_blocks":
       block = (jnp.arange(3 * n) // (n // m)) % m
       pairs = block[:, None] != block[None, :]
-    if distill_kind == "listwise":
-      distill = losses.listwise_distillation_loss(emb, views[distill_teacher], valid, pairs,
-                                                  temperature=distill_temperature)
-    else:
-      distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs,
-                                                    centered=distill_kind == "centered")
+    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
     loss = loss + distill_weight * distill
   return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill}
 
@@ -183,7 +176,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],
                     schedule: optax.Schedule, *, teacher_graphdef: nnx.GraphDef | None = None,
                     distill_weight: float = 0.0, distill_teacher: str = "base", distill_pairs: str = "all",
-                    distill_kind: str = "cosine", distill_temperature: float = 0.05, frozen_layers: int = 0):
+                    frozen_layers: int = 0):
   """(state, batch[, teacher_params]) -> (state, metrics); `state` = {"step", "params", "opt_state"}
   is donated. With `teacher_graphdef` (the starting encoder), the step takes the frozen teacher's params
   as a third argument. `frozen_layers` must match the optimizer's (`optimizer.make_optimizer`): the step
@@ -194,8 +187,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ta
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     return compute_loss(nnx.merge(graphdef, params), batch, tasks, teacher=teacher,
                         distill_weight=distill_weight, distill_teacher=distill_teacher,
-                        distill_pairs=distill_pairs, distill_kind=distill_kind,
-                        distill_temperature=distill_temperature, frozen_layers=frozen_layers)
+                        distill_pairs=distill_pairs, frozen_layers=frozen_layers)
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array], teacher_params=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, teacher_params)

@@ -222,9 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                teacher_graphdef=teacher_graphdef,
                                distill_weight=warm_start.distill_weight(config, builder.num_blocks),
                                distill_teacher=distill.get("teacher") or "base",
-                               distill_pairs=distill.get("pairs", "all"),
-                               distill_kind=distill.get("kind", "cosine"),
-                               distill_temperature=distill.get("temperature", 0.05), frozen_layers=frozen_layers)
+                               distill_pairs=distill.get("pairs", "all"), frozen_layers=frozen_layers)
 
   # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
   if (latest := manager.latest_step()) is not None:
