@@ -15,32 +15,16 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from absl import app, flags
 from ml_collections import config_flags
 
 from pe_jax import cli
 from pe_jax.evaluation import suite as suite_lib
-from pe_jax.models.loading import load_model
 from pe_jax.models.trained import load_trained_model
 from pe_jax.runtime import enable_compilation_cache
 from pe_jax.serving.embedder import Embedder
-from pe_jax.training.warm_start import PROJECTION_INIT_FILE
-
-
-def start_weights(encoder, workdir: pathlib.Path, base: str) -> dict:
-  """Flat {path: array} of the run's starting point, laid out as `encoder`'s state."""
-  pretrained = dict(nnx.to_flat_state(nnx.state(load_model(base)[0])))
-  with np.load(workdir / PROJECTION_INIT_FILE) as fit:
-    projection = {"kernel": fit["kernel"], "bias": fit["bias"]}
-  start = {}
-  for path, variable in nnx.to_flat_state(nnx.state(encoder)):
-    value = variable.get_value()
-    source = projection[path[-1]] if path[0] == "projection" else pretrained[path].get_value()
-    start[path] = jnp.asarray(source, value.dtype).reshape(value.shape)
-  return start
+from pe_jax.training.warm_start import PROJECTION_INIT_FILE, start_weights
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose suite scores, e.g. configs/multitask.py:demo.")

@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models.encoder import EncoderConfig
+from pe_jax.models.loading import load_model
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tasks.pairs import PairTask, sample_posts_by_task
@@ -183,6 +185,20 @@ def set_head_biases(config: ml_collections.ConfigDict, model: PostEmbeddingModel
     biases[name] = bias
     logging.info("task %s: mean cosine positive %.3f, negative %.3f -> bias %.2f", name, positive, negative, bias)
   return biases
+
+
+def start_weights(encoder, workdir: pathlib.Path, base: str) -> dict:
+  """Flat {path: array} of where the run in `workdir` started, laid out as `encoder`'s state: the `base`
+  encoder's pretrained weights with the projection the run fitted by PCA."""
+  pretrained = dict(nnx.to_flat_state(nnx.state(load_model(base)[0])))
+  with np.load(workdir / PROJECTION_INIT_FILE) as fit:
+    projection = {"kernel": fit["kernel"], "bias": fit["bias"]}
+  start = {}
+  for path, variable in nnx.to_flat_state(nnx.state(encoder)):
+    value = variable.get_value()
+    source = projection[path[-1]] if path[0] == "projection" else pretrained[path].get_value()
+    start[path] = jnp.asarray(source, value.dtype).reshape(value.shape)
+  return start
 
 
 def _save_atomically(path: pathlib.Path, **arrays) -> None:

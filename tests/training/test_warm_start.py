@@ -11,6 +11,7 @@ from configs.ablation import posts
 from pe_jax import sharding as sharding_lib
 from pe_jax.evaluation import metrics as metrics_lib
 from pe_jax.models import weights
+from pe_jax.models.loading import load_model
 from pe_jax.models.encoder import EncoderConfig
 from pe_jax.models.post_model import PostEmbeddingModel
 from pe_jax.serving.embedder import Embedder
@@ -179,3 +180,18 @@ def test_the_teacher_is_needed_by_either_distillation():
   assert warm_start.needs_teacher(config)  # the translation task's self-distillation still needs it
   config.tasks.translation.weight = 0.0
   assert not warm_start.needs_teacher(config)
+
+
+def test_start_weights_are_the_base_with_the_runs_fitted_projection(tiny_bert_dir, tmp_path):
+  trained, _, _ = load_model(str(tiny_bert_dir), projection_dim=4)
+  moved = [(k, nnx.Param(v.get_value() + 0.5)) for k, v in nnx.to_flat_state(nnx.state(trained))]
+  trained = nnx.merge(nnx.graphdef(trained), nnx.from_flat_state(moved))  # as if training had moved every weight
+  rng = np.random.default_rng(0)
+  kernel, bias = rng.normal(size=(32, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+  np.savez(tmp_path / warm_start.PROJECTION_INIT_FILE, kernel=kernel, bias=bias)
+  start = warm_start.start_weights(trained, tmp_path, str(tiny_bert_dir))
+  base = dict(nnx.to_flat_state(nnx.state(load_model(str(tiny_bert_dir))[0])))
+  assert set(start) == {k for k, _ in moved}
+  for path, value in start.items():
+    expected = {"kernel": kernel, "bias": bias}[path[-1]] if path[0] == "projection" else base[path].get_value()
+    np.testing.assert_array_equal(np.asarray(value), expected, err_msg=str(path))
