@@ -52,10 +52,11 @@ def mix(general: np.ndarray, tuned: np.ndarray, w: float) -> np.ndarray:
   return np.concatenate([np.sqrt(1 - w) * unit(general), np.sqrt(w) * unit(tuned)], -1)
 
 
-def general_embedder(name: str, tuned: pathlib.Path, dims: int | None):
-  """EmbedFn of the general model, cut to its first `dims` axes and re-normalised."""
+def general_embedder(name: str, tuned: pathlib.Path, tuned_model, dims: int | None):
+  """EmbedFn of the general model, cut to its first `dims` axes (`mix` re-normalises). For "start", the
+  tuned run's loaded (encoder, tokenizer, prefix) gives the layout and tokenizer: it is not read twice."""
   if name == "start":
-    encoder, tokenizer, prefix = load_trained_model(tuned)
+    encoder, tokenizer, prefix = tuned_model
     base = json.loads((tuned / "config.json").read_text())["model"]["base"]
     start = start_weights(encoder, tuned, base)
     encoder = nnx.merge(nnx.graphdef(encoder), nnx.from_flat_state([(k, nnx.Param(v)) for k, v in start.items()]))
@@ -64,7 +65,7 @@ def general_embedder(name: str, tuned: pathlib.Path, dims: int | None):
   embed = Embedder(encoder, tokenizer, prefix=prefix)
   if dims is not None and not 0 < dims <= embed.dim:
     raise app.UsageError(f"--general_dims={dims}: the general embedding has {embed.dim} axes")
-  return lambda texts: unit(np.asarray(embed(texts))[:, :dims])
+  return lambda texts: np.asarray(embed(texts))[:, :dims]
 
 
 def main(argv) -> None:
@@ -75,8 +76,9 @@ def main(argv) -> None:
     raise app.UsageError(f"--weights={','.join(_WEIGHTS.value)}: each weight must lie in [0, 1]")
   enable_compilation_cache()
   config, tuned = _CONFIG.value, pathlib.Path(_TUNED.value)
-  general = suite_lib.memoized(general_embedder(_GENERAL.value, tuned, _GENERAL_DIMS.value))
-  model, tokenizer, prefix = load_trained_model(tuned)
+  tuned_model = load_trained_model(tuned)
+  general = suite_lib.memoized(general_embedder(_GENERAL.value, tuned, tuned_model, _GENERAL_DIMS.value))
+  model, tokenizer, prefix = tuned_model
   tuned_embed = Embedder(model, tokenizer, prefix=prefix)
   specific = suite_lib.memoized(lambda texts: np.asarray(tuned_embed(texts)))
   suite = suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
