@@ -149,6 +149,46 @@ def _bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
   return _bf16_matmul(lhs, rhs)
 
 
+# A masked logit: finite, so that a row with no key to attend to (a padding token's) gives uniform weights
+# instead of NaN; such rows are never pooled.
+_MASKED = -1e30
+
+
+@jax.custom_vjp
+def _bf16_attention(q, k, v, mask):
+  """Softmax attention [B, T, N, H] under `mask` (broadcast to [B, N, T, S]) with every product bfloat16 x
+  bfloat16 into float32 and the softmax in float32; returns float32.
+
+  What `_bf16_matmul` is to the dense layers: `jax.nn.dot_product_attention` given bfloat16 takes XLA:CPU's
+  float32 path, and attention was a third of a training step (docs/results.md, "bfloat16 attention")."""
+  return _bf16_attention_fwd(q, k, v, mask)[0]
+
+
+def _bf16_attention_fwd(q, k, v, mask):
+  qb, kb, vb = (x.astype(jnp.bfloat16) for x in (q, k, v))
+  logits = jnp.einsum("btnh,bsnh->bnts", qb, kb, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
+  probs = jax.nn.softmax(jnp.where(mask, logits, _MASKED), axis=-1)
+  out = jnp.einsum("bnts,bsnh->btnh", probs.astype(jnp.bfloat16), vb, preferred_element_type=jnp.float32)
+  return out, (q, k, v, probs)
+
+
+def _bf16_attention_bwd(residuals, g):
+  q_in, k_in, v_in, probs = residuals
+  q, k, v = (x.astype(jnp.bfloat16) for x in (q_in, k_in, v_in))
+  g = g.astype(jnp.bfloat16)
+  dv = jnp.einsum("bnts,btnh->bsnh", probs.astype(jnp.bfloat16), g, preferred_element_type=jnp.float32)
+  dprobs = jnp.einsum("btnh,bsnh->bnts", g, v, preferred_element_type=jnp.float32)
+  # Softmax's backward; masked keys have probability 0 and so get no gradient.
+  dlogits = probs * (dprobs - jnp.sum(dprobs * probs, axis=-1, keepdims=True))
+  dlogits = (dlogits * q.shape[-1] ** -0.5).astype(jnp.bfloat16)
+  dq = jnp.einsum("bnts,bsnh->btnh", dlogits, k, preferred_element_type=jnp.float32)
+  dk = jnp.einsum("bnts,btnh->bsnh", dlogits, q, preferred_element_type=jnp.float32)
+  return dq.astype(q_in.dtype), dk.astype(k_in.dtype), dv.astype(v_in.dtype), None
+
+
+_bf16_attention.defvjp(_bf16_attention_fwd, _bf16_attention_bwd)
+
+
 def _dense(rngs, cfg: EncoderConfig, n_in: int, n_out: int, axes: tuple[str | None, str | None]) -> nnx.Linear:
   return nnx.Linear(
       n_in, n_out, dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs,
@@ -192,13 +232,15 @@ class SelfAttention(nnx.Module):
     self.key = _dense(rngs, cfg, h, h, ("embed", "heads"))
     self.value = _dense(rngs, cfg, h, h, ("embed", "heads"))
     self.out = _dense(rngs, cfg, h, h, ("heads", "embed"))
+    self.attend = _bf16_attention if cfg.dtype == "bfloat16" else (
+        lambda q, k, v, mask: jax.nn.dot_product_attention(q, k, v, mask=mask))
 
   def __call__(self, x, mask):
     b, t, h = x.shape
     split = lambda y: y.reshape(b, t, self.num_heads, h // self.num_heads)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
     # mask [B, 1, 1, T]: keys that are padding are never attended to.
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    y = self.attend(q, k, v, mask)
     return self.out(y.reshape(b, t, h))
 
 

@@ -17,7 +17,7 @@ from flax import nnx
 from fixtures import (FFN, HEADS, HIDDEN, LAYERS, MAX_SEQ_LENGTH, VARIANTS, numpy_embed, run_encoder as run,
                       tiny_tensors, vocabulary)
 from pe_jax import sharding
-from pe_jax.models import weights
+from pe_jax.models import encoder, weights
 from pe_jax.models.encoder import EncoderConfig, l2_normalize, pool
 from pe_jax.tokenization import pad_batch
 
@@ -123,8 +123,9 @@ def test_bfloat16_products_accumulate_in_float32_forward_and_backward():
           for e in _equations(jax.make_jaxpr(grad_fn)(params).jaxpr) if e.primitive.name == "dot_general"]
   bf16_dots = [d for d in dots if jnp.bfloat16 in d[0]]
   assert all(d == ((jnp.bfloat16, jnp.bfloat16), jnp.float32) for d in bf16_dots), dots
-  # 6 dense layers a block, each one product forward and two backward; attention and projection: float32
-  assert len(bf16_dots) == 3 * 6 * LAYERS, dots
+  # 6 dense layers a block, each one product forward and two backward; attention's two products, each
+  # two backward; the projection: float32
+  assert len(bf16_dots) == (3 * 6 + 3 * 2) * LAYERS, dots
 
   want = jax.grad(grads(fp32)[2])(nnx.split(fp32)[1])
   got = grad_fn(params)
@@ -132,6 +133,25 @@ def test_bfloat16_products_accumulate_in_float32_forward_and_backward():
     cos = float(np.sum(np.asarray(g) * np.asarray(w)) / (np.linalg.norm(g) * np.linalg.norm(w) + 1e-12))
     assert g.dtype == jnp.float32 and (np.linalg.norm(w) < 1e-6 or cos > 0.99), (path, cos)
   assert bf16.projection.dtype == "float32"  # the projection stays float32 (Encoder.finish)
+
+
+def test_bfloat16_attention_matches_float32_attention_and_its_gradient():
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(3, 10, 2, 8)), jnp.float32) for _ in range(3))
+  # Row 0: two texts packed (tokens 0-5, 6-8) and a padding token; rows 1-2: all keys but the last two.
+  segments = np.array([[1] * 6 + [2] * 3 + [0]] + [[1] * 8 + [0] * 2] * 2)
+  mask = jnp.asarray(encoder._packed_mask(jnp.asarray(segments)))
+  want_fn = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask)
+  got_fn = lambda q, k, v: encoder._bf16_attention(q, k, v, mask)
+  real = jnp.asarray(segments > 0)[:, :, None, None]  # a padding token's output is never pooled
+  want, got = want_fn(q, k, v), got_fn(q, k, v)
+  assert got.dtype == jnp.float32 and np.isfinite(np.asarray(got)).all()
+  np.testing.assert_allclose(np.asarray(got * real), np.asarray(want * real), atol=0.05)
+  target = jnp.asarray(rng.normal(size=q.shape), jnp.float32) * real
+  for w, g in zip(jax.grad(lambda *x: jnp.sum(want_fn(*x) * target), argnums=(0, 1, 2))(q, k, v),
+                  jax.grad(lambda *x: jnp.sum(got_fn(*x) * target), argnums=(0, 1, 2))(q, k, v)):
+    assert g.dtype == jnp.float32
+    assert float(jnp.linalg.norm(g - w) / jnp.linalg.norm(w)) < 0.05
 
 
 def test_every_param_has_logical_axis_names():
@@ -196,7 +216,7 @@ import json, sys
 import numpy as np, jax
 from flax import nnx
 from pe_jax import sharding
-from pe_jax.models import weights
+from pe_jax.models import encoder, weights
 from pe_jax.models.loading import load_model
 from pe_jax.serving.embedder import Embedder
 

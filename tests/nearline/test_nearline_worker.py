@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import numpy as np
-import pytest
 
 from pe_jax.nearline.events import encode_event
 from pe_jax.nearline.live_index import LiveIndex
