@@ -13,8 +13,7 @@ every step, label-balanced supervised contrastive blocks, the PCA-initialised pr
 distillation against the frozen base (at weight 40 here), a frozen trunk (6 of e5-small's 12 layers here)),
 at 384-d, e5-small's own width: its STS-B needs it (PCA to 128 axes loses 0.05-0.06 of STS-B de / zh, to
 256 0.02; trained at 256-d STS-B de / es / zh end 0.01-0.02 further below the base than at 384-d:
-docs/results.md, "384 dimensions and 1,000 triplets"), plus what keeps
-the languages together:
+docs/results.md, "384 dimensions and 1,000 triplets"), plus what keeps the languages together:
 - a translation task: STS-B's sentences (stsb_multi_mt train and dev, both sentences of a row) in
   English and two of ten translations, the three texts of a sentence positives of one another and every
   other sentence of the block a negative (supervised contrastive on sentence labels);
@@ -58,8 +57,8 @@ VARIANTS = ("smoke", "cpu", "no_translation", "no_self_distill", "english_labels
 def get_config(arg: str | None = None):
   """`arg`: comma-separated switches. None: the accelerator-scale recipe (1,000 steps); "cpu": the
   budget of two CPU cores (80 steps of 8 anchors a task, 1,000 triplets per task, 11 minutes); "smoke": a
-  tiny random model, two tasks and the translation task, seconds. "no_translation" / "no_self_distill" remove one
-  ingredient; "english_labels" trains sentiment and topic in English only and scores every language's
+  tiny random model, two tasks and the translation task, seconds. "no_translation" / "no_self_distill"
+  remove one ingredient; "english_labels" trains sentiment and topic in English only and scores every language's
   sets zero-shot (the transfer check)."""
   args = multitask.parse_switches(arg, VARIANTS)
   smoke, cpu = "smoke" in args, "cpu" in args
@@ -107,7 +106,7 @@ def get_config(arg: str | None = None):
   if cpu:
     c.total_steps = 80
     c.batch_size = 8  # 12 blocks of 24 texts a step: ~5.5 s a step on 2 quiet cores in bfloat16 (docs/results.md)
-    # 1,000 triplets a task (s.e. ~0.016) and every zero-shot set: a few minutes of a 12-minute run (the
+    # 1,000 triplets a task (s.e. ~0.016) and every zero-shot set: a few minutes of an 11-minute run (the
     # triplets' texts are embedded once each, and a sentiment test split holds 870 of them).
     c.eval.num_triplets = 1_000
     c.eval_every = c.checkpoint_every = 80
