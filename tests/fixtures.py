@@ -25,11 +25,15 @@ WORDS = ["the", "a", "of", "and", "to", "is", "in", "it", "hello", "world", "pos
          "great", "news", "today", "we", "are", "hiring", "!", ".", ",", "?"]
 
 # BERT: [PAD]=0, positions from 0, two token types. XLM-R: <pad>=1, positions from pad + 1 = 2, one token type.
+# e5: BERT's model with XLM-R's tokens.
 VARIANTS = {
     "bert": dict(model_type="bert", specials=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], pad=0, unk=1, cls=2,
                  sep=3, type_vocab_size=2, offset=0, pooling="mean"),
     "xlmr": dict(model_type="xlm-roberta", specials=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], pad=1, unk=3, cls=0,
                  sep=2, type_vocab_size=1, offset=2, pooling="cls"),
+    # multilingual-e5's layout: a BERT model (positions from 0, two token types) with XLM-R's special tokens.
+    "e5": dict(model_type="bert", specials=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], pad=1, unk=3, cls=0, sep=2,
+               type_vocab_size=2, offset=0, pooling="mean"),
 }
 
 

@@ -54,6 +54,28 @@ def test_sampler_draws_k_labels_times_m_texts_with_positives_and_negatives(bq):
     assert same.any(1).all() and (~same).sum(1).min() > 1  # every text: a positive and negatives
 
 
+def test_translation_batches_hold_sentences_in_english_and_two_other_languages(bq):
+  from pe_jax.data.examples import ParallelTexts
+
+  # STS-B repeats a sentence across rows ("s0" twice): it is drawn once, so it is never its own negative.
+  english = ["s0", "s1", "s2", "s0", "s3", "s4", "s5", "s6"]
+  data = ParallelTexts("translation", "en", {"en": english, **{lang: [f"{lang}:{t}" for t in english]
+                                                                  for lang in ("de", "fr", "ja")}})
+  sampler = bq.TranslationSampler(data, batch_size=18, seed=0)
+  for _ in range(10):
+    texts, labels = sampler()
+    assert len(texts) == 18 and labels.shape == (18, 6)
+    np.testing.assert_array_equal(labels.argmax(1), np.repeat(np.arange(6), 3))
+    sentences = [texts[3 * k] for k in range(6)]
+    assert len(set(sentences)) == 6 and set(sentences) <= set(english)  # English first, no sentence twice
+    for k, sentence in enumerate(sentences):
+      first, second = texts[3 * k + 1], texts[3 * k + 2]
+      assert first.split(":")[1] == second.split(":")[1] == sentence  # translations of that sentence
+      assert first.split(":")[0] != second.split(":")[0]  # in two different languages
+  again = bq.TranslationSampler(data, batch_size=18, seed=0)
+  assert again()[0] == bq.TranslationSampler(data, batch_size=18, seed=0)()[0]  # seeded
+
+
 def test_sampler_takes_all_labels_when_fewer_than_max_and_skips_singletons(bq):
   # 3 usable labels (one small) and a label with a single text, which can have no positive.
   labels = one_hot(np.array([0] * 50 + [1] * 5 + [2] * 40 + [3]), 4)

@@ -84,9 +84,13 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 
 def write_tokenizer(folder: pathlib.Path, tokenizer: tokenizers.Tokenizer, cfg: EncoderConfig) -> None:
   """tokenizer.json plus the two small files transformers' AutoTokenizer wants beside it."""
-  kind = model_type(cfg)
   vocab = tokenizer.get_vocab()
-  specials = {role: token for role, token in _SPECIAL_TOKENS[kind].items() if token in vocab}
+  # The tokens' family is the tokenizer's, which need not be the model's: multilingual-e5 is a BERT model with
+  # XLM-R's tokenizer. The family whose padding token sits at the model's pad id names them (without a padding
+  # token transformers and sentence-transformers cannot batch texts of different lengths).
+  families = sorted(_SPECIAL_TOKENS, key=lambda kind: (vocab.get(_SPECIAL_TOKENS[kind]["pad_token"]) != cfg.pad_token_id,
+                                                       kind != model_type(cfg)))
+  specials = {role: token for role, token in _SPECIAL_TOKENS[families[0]].items() if token in vocab}
   (folder / "tokenizer.json").write_text(tokenizer.to_str())
   # The generic fast class loads tokenizer.json as it is; the family classes of transformers 5 rebuild the
   # tokenizer from its vocabulary and assume the family's model (XLM-R: Unigram), which a custom one is not.

@@ -20,6 +20,7 @@ from pe_jax.export.standalone_embedder import LOADER_FILE
 from pe_jax.models.loading import load_model
 from pe_jax.serving.embedder import Embedder
 from pe_jax.tokenization import TextTokenizer
+from fixtures import write_tiny_hf_folder
 
 MIN_COSINE = 0.9999
 EDGE_TEXTS = ["", "   ", "caf\u00e9 \U0001F600 na\u00efve", "word " * 40]  # empty, blank, non-ASCII, truncated
@@ -188,3 +189,20 @@ def test_xlmr_cls_projection_and_prefix_survive_every_format(xlmr_source, fmt, t
     from sentence_transformers import SentenceTransformer
 
     assert min_cosine(SentenceTransformer(str(folder), device="cpu").encode(texts), reference) >= MIN_COSINE
+
+
+def test_a_bert_model_with_xlmr_tokens_exports_a_tokenizer_that_pads(tmp_path):
+  """multilingual-e5's layout: the special tokens come from the tokenizer's vocabulary, not the model's family,
+  so transformers and sentence-transformers can batch texts of different lengths."""
+  from sentence_transformers import SentenceTransformer
+  from transformers import AutoTokenizer
+
+  encoder, tokenizer, _ = load_model(str(write_tiny_hf_folder(tmp_path / "e5", "e5")))
+  folder = export_source(ExportSource(encoder=encoder, tokenizer=tokenizer.backend, prefix=""), "sentence-transformers",
+                         tmp_path / "out").out
+  hf_tokenizer = AutoTokenizer.from_pretrained(str(folder))
+  assert (hf_tokenizer.pad_token, hf_tokenizer.pad_token_id, hf_tokenizer.cls_token) == ("<pad>", 1, "<s>")
+  texts = ["hello world", "the data team is hiring today"]
+  reference = Embedder(encoder, TextTokenizer(tokenizer.backend, max_length=encoder.cfg.max_seq_length,
+                                              pad_id=encoder.cfg.pad_token_id))(texts)
+  assert min_cosine(SentenceTransformer(str(folder), device="cpu").encode(texts), reference) >= MIN_COSINE
