@@ -348,6 +348,11 @@ def save(path: pathlib.Path, record: dict) -> None:
 # --- the three models ----------------------------------------------------------------------------------
 
 
+def base_overrides(config) -> dict:
+  """The config's encoder settings for the untuned base: everything but the projection it does not have."""
+  return {k: v for k, v in config.model.encoder.to_dict().items() if k != "projection_dim"}
+
+
 def score_base(config, suite) -> dict:
   from pe_jax.evaluation import suite as suite_lib
   from pe_jax.models import pretrained, weights
@@ -355,7 +360,7 @@ def score_base(config, suite) -> dict:
   from pe_jax.serving.embedder import Embedder
   from pe_jax.tokenization import TextTokenizer
 
-  overrides = {k: v for k, v in config.model.encoder.to_dict().items() if k != "projection_dim"}
+  overrides = base_overrides(config)
   start = time.perf_counter()
   if config.model.random_init:
     source = pretrained.resolve(config.model.base, **overrides)
@@ -427,8 +432,7 @@ def peer_folder(config, workdir: pathlib.Path) -> pathlib.Path:
     from pe_jax.export.hf_folder import write_hf_folder
     from pe_jax.models.loading import load_model
 
-    overrides = {k: v for k, v in config.model.encoder.to_dict().items() if k not in ("projection_dim", "dtype")}
-    encoder, tokenizer, _ = load_model(spec, **overrides, dtype="float32")
+    encoder, tokenizer, _ = load_model(spec, **base_overrides(config))  # weights stay float32 whatever the compute
     log(f"peer: writing {spec} as a sentence-transformers folder to {folder}")
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
