@@ -26,15 +26,15 @@ from flax import nnx
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from pe_jax import sharding  # noqa: E402
 from pe_jax.models import encoder  # noqa: E402
+from pe_jax.tokenization import pack_rows, packed_arrays  # noqa: E402
 
 
 def packed_segments(rows: int, length: int, text_tokens: int) -> np.ndarray:
-  """Segment ids of rows that each hold as many texts of `text_tokens` tokens as fit (0: padding)."""
-  segments = np.zeros((rows, length), np.int32)
-  per_row = max(1, length // text_tokens)
-  for text in range(per_row):
-    segments[:, text * text_tokens : (text + 1) * text_tokens] = text + 1
-  return segments
+  """Segment ids of `rows` rows packed by the trainer's own packing with texts of `text_tokens` tokens, as
+  many as fit a row (0: padding)."""
+  texts = [np.zeros(text_tokens, np.int32)] * (rows * max(1, length // text_tokens))
+  packing = pack_rows(texts, range(len(texts)), length)
+  return packed_arrays(texts, range(len(texts)), packing, length, rows, pad_id=0)[1]
 
 
 def mean_ms(fn, *args, repeats: int) -> float:
