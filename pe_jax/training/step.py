@@ -110,22 +110,33 @@ def encode_texts(encoder, batch: dict[str, jax.Array], trunk=None) -> jax.Array:
   return encoder.embed_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n, trunk=trunk)
 
 
-def teacher_views(teacher, batch: dict[str, jax.Array], trunk=None) -> dict[str, jax.Array]:
-  """The frozen teacher's `TEACHER_VIEWS` of every text of the batch, from one pass -> {view: [3MB, D]}."""
+def teacher_views(teacher, batch: dict[str, jax.Array], trunk=None, *, row_stride: int = 1,
+                  shards: int = 1) -> tuple[dict[str, jax.Array], jax.Array]:
+  """The frozen teacher's `TEACHER_VIEWS` of the batch's texts from one pass -> ({view: [3MB, D]}, seen
+  [3MB] bool). `row_stride` k > 1: the teacher embeds only every k-th packed row of each of the `shards`
+  data-parallel shards (a shard's rows are its own), and `seen` marks the texts those rows hold (the
+  others' views are zero). The packer fills rows longest texts first, so every k-th row is a sample of
+  texts spread over every length; per shard, so no row crosses devices."""
   n = batch["targets"].shape[0]
-  pooled = jax.lax.stop_gradient(
-      teacher.pool_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=3 * n, trunk=trunk))
-  return {"base": l2_normalize(pooled), "init": teacher.finish(pooled)}
+  rows = lambda x: x.reshape(shards, -1, *x.shape[1:])[:, ::row_stride].reshape(-1, *x.shape[1:])
+  ids, segments, positions = (rows(batch[k]) for k in ("ids", "segments", "positions"))
+  if trunk is not None:
+    trunk = (rows(trunk[0]), trunk[1])
+  pooled = jax.lax.stop_gradient(teacher.pool_packed(ids, segments, positions, num_texts=3 * n, trunk=trunk))
+  seen = jax.ops.segment_sum(jnp.ones(segments.size, jnp.int32), segments.reshape(-1) - 1, num_segments=3 * n) > 0
+  return {"base": l2_normalize(pooled), "init": teacher.finish(pooled)}, seen
 
 
 def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: Sequence[TaskLoss], *,
                  teacher=None, distill_weight: float = 0.0, distill_teacher: str = "base",
-                 distill_pairs: str = "all", frozen_layers: int = 0):
+                 distill_pairs: str = "all", distill_row_stride: int = 1, shards: int = 1,
+                 frozen_layers: int = 0):
   """The step's loss: each block's own task loss times its `block_scale`, summed, plus the weighted
   relational distillation against the `distill_teacher` view of `teacher` (the frozen starting encoder)
-  over `distill_pairs` (one of DISTILL_PAIRS), and each task's self-distillation (mean over its blocks of
-  the step). `frozen_layers`: the encoder's embeddings and first layers that never train (the optimizer
-  leaves them), run once for the student and the teacher. Returns (loss, aux) with aux
+  over `distill_pairs` (one of DISTILL_PAIRS) of the texts the teacher embeds (`teacher_views`:
+  `distill_row_stride`, `shards`), and each task's self-distillation (mean over its blocks of the step).
+  `frozen_layers`: the encoder's embeddings and first layers that never train (the optimizer leaves
+  them), run once for the student and the teacher. Returns (loss, aux) with aux
   {"block_loss": [M], "distill_loss": scalar, "self_distill_loss": scalar (unweighted, summed over tasks)}."""
   task_ids = batch["task_ids"]
   m = task_ids.shape[0]
@@ -138,7 +149,10 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   by_block = lambda x: x.reshape(3, m, -1, *x.shape[1:]).swapaxes(0, 1).reshape(m, -1, *x.shape[1:])
   if teacher is None and (distill_weight or any(task.self_distill for task in tasks)):
     raise ValueError("distillation needs the frozen teacher: pass `teacher`")
-  views = None if teacher is None else teacher_views(teacher, batch, trunk)
+  if distill_row_stride > 1 and any(task.self_distill for task in tasks):
+    raise ValueError("self-distillation needs the teacher's view of every anchor: distill_row_stride must be 1")
+  views, seen = (None, None) if teacher is None else teacher_views(teacher, batch, trunk,
+                                                                   row_stride=distill_row_stride, shards=shards)
   block_loss = jnp.zeros((m,), jnp.float32)
   self_distill = jnp.zeros((), jnp.float32)
   weighted_self_distill = jnp.zeros((), jnp.float32)
@@ -168,7 +182,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
     if distill_pairs == "across_blocks":
       block = (jnp.arange(3 * n) // (n // m)) % m
       pairs = block[:, None] != block[None, :]
-    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
+    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid & seen, pairs)
     loss = loss + distill_weight * distill
   return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill}
 
@@ -176,18 +190,20 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],
                     schedule: optax.Schedule, *, teacher_graphdef: nnx.GraphDef | None = None,
                     distill_weight: float = 0.0, distill_teacher: str = "base", distill_pairs: str = "all",
-                    frozen_layers: int = 0):
+                    distill_row_stride: int = 1, shards: int = 1, frozen_layers: int = 0):
   """(state, batch[, teacher_params]) -> (state, metrics); `state` = {"step", "params", "opt_state"}
   is donated. With `teacher_graphdef` (the starting encoder), the step takes the frozen teacher's params
   as a third argument. `frozen_layers` must match the optimizer's (`optimizer.make_optimizer`): the step
-  shares those layers' states with the teacher, which is right only while they never change."""
+  shares those layers' states with the teacher, which is right only while they never change. `shards`:
+  the data-parallel shards the batch's rows are laid over (`distill_row_stride` strides each one's rows)."""
   tasks = tuple(tasks)
 
   def loss_fn(params, batch, teacher_params):
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     return compute_loss(nnx.merge(graphdef, params), batch, tasks, teacher=teacher,
                         distill_weight=distill_weight, distill_teacher=distill_teacher,
-                        distill_pairs=distill_pairs, frozen_layers=frozen_layers)
+                        distill_pairs=distill_pairs, distill_row_stride=distill_row_stride, shards=shards,
+                        frozen_layers=frozen_layers)
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array], teacher_params=None):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, teacher_params)

@@ -222,7 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                teacher_graphdef=teacher_graphdef,
                                distill_weight=warm_start.distill_weight(config, builder.num_blocks),
                                distill_teacher=distill.get("teacher") or "base",
-                               distill_pairs=distill.get("pairs", "all"), frozen_layers=frozen_layers)
+                               distill_pairs=distill.get("pairs", "all"),
+                               distill_row_stride=distill.get("row_stride", 1),
+                               shards=sharding_lib.data_parallel_size(mesh), frozen_layers=frozen_layers)
 
   # --- Checkpoints: resume where the workdir left off, on whatever mesh this run has ---------------
   if (latest := manager.latest_step()) is not None:

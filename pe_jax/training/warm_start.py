@@ -65,8 +65,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.distill.weight={distill.get('weight')} needs a teacher: set "
                      f"config.distill.teacher to 'base' (the pretrained encoder at full width) or 'init' "
                      f"(the model as training starts), got {distill.get('teacher')!r}")
+  stride = distill.get("row_stride", 1)
+  if not isinstance(stride, int) or stride < 1:
+    raise ValueError(f"config.distill.row_stride must be an integer >= 1 (the teacher embeds every k-th packed "
+                     f"row; 1: all), got {stride!r}")
   for name, spec in config.tasks.items():
     weight, view = self_distill(spec)
+    if weight and spec.weight and stride > 1:
+      raise ValueError(f"config.tasks.{name}.self_distill needs the teacher's view of every anchor, but "
+                       f"config.distill.row_stride={stride} embeds one packed row in {stride}: set row_stride=1")
     if weight < 0:
       raise ValueError(f"config.tasks.{name}.self_distill.weight must be >= 0, got {weight}")
     if weight > 0 and view not in TEACHER_VIEWS:

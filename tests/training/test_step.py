@@ -142,10 +142,47 @@ def test_distillation_across_blocks_holds_only_pairs_from_different_blocks(model
   assert distill(one, "across_blocks") == 0
   batch = make_batch([0, 0, 0])
   block_of = (np.arange(3 * 3 * ROWS) // ROWS) % 3
-  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), teacher_views(teacher, batch)["base"],
+  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), teacher_views(teacher, batch)[0]["base"],
                                                  np.ones(3 * 3 * ROWS, bool), block_of[:, None] != block_of[None, :])
   np.testing.assert_allclose(distill(batch, "across_blocks"), expected, rtol=1e-5)
   assert not np.isclose(distill(batch, "across_blocks"), distill(batch, "all"))
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_row_stride_distils_the_texts_of_every_kth_packed_row_of_each_shard(model, shards):
+  """`distill_row_stride` k: the teacher embeds rows 0, k, 2k, ... of each shard's rows, its views of
+  those rows' texts are the ones it gives when it embeds every row, and the term holds exactly the
+  pairs among those texts."""
+  graphdef, params = model
+  student = nnx.merge(graphdef, params)
+  teacher = nnx.merge(*tiny_teacher(model)).encoder
+  batch = make_batch([0, 0, 0, 0])
+  rows = batch["segments"].shape[0] - batch["segments"].shape[0] % (2 * shards)  # whole shards, k = 2
+  batch = {**batch, **{k: batch[k][:rows] for k in ("ids", "segments", "positions")}}
+  held = batch["segments"].reshape(shards, -1, ROW_LENGTH)[:, ::2]
+  expected_seen = np.zeros(3 * 4 * ROWS, bool)
+  expected_seen[np.unique(held[held > 0]) - 1] = True
+  in_rows = np.zeros(3 * 4 * ROWS, bool)
+  in_rows[np.unique(batch["segments"][batch["segments"] > 0]) - 1] = True
+  assert 0 < expected_seen.sum() < in_rows.sum()  # a strict, non-empty share of the batch's texts
+
+  views, seen = teacher_views(teacher, batch, row_stride=2, shards=shards)
+  every, _ = teacher_views(teacher, batch)
+  np.testing.assert_array_equal(seen, expected_seen)
+  np.testing.assert_allclose(views["base"][expected_seen], every["base"][expected_seen], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(views["base"][~expected_seen], 0.0)
+  distill = float(compute_loss(student, batch, TASKS[:1], teacher=teacher, distill_weight=1.0,
+                               distill_row_stride=2, shards=shards)[1]["distill_loss"])
+  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), every["base"], expected_seen)
+  np.testing.assert_allclose(distill, expected, rtol=1e-5)
+
+
+def test_a_row_stride_with_self_distillation_is_refused(model):
+  graphdef, params = model
+  student = nnx.merge(graphdef, params)
+  with pytest.raises(ValueError, match=r"self-distillation needs the teacher's view of every anchor"):
+    compute_loss(student, make_batch([0]), (TaskLoss("alpha", "supcon", self_distill=1.0),), teacher=student.encoder,
+                 distill_row_stride=2)
 
 
 def tiny_teacher(model):
@@ -210,8 +247,9 @@ def test_teacher_views_are_the_full_width_and_the_projected_embedding(model):
   graphdef, params = model
   encoder = nnx.merge(graphdef, params).encoder
   batch = make_batch([0, 1])
-  views = teacher_views(encoder, batch)
+  views, seen = teacher_views(encoder, batch)
   n = 3 * 2 * ROWS
+  assert seen.all()
   pooled = encoder.pool_packed(batch["ids"], batch["segments"], batch["positions"], num_texts=n)
   np.testing.assert_allclose(views["init"], encode_texts(encoder, batch), rtol=1e-6)
   np.testing.assert_allclose(views["base"], l2_normalize(pooled), rtol=1e-6)

@@ -115,6 +115,19 @@ def test_distillation_needs_a_teacher(base_config):
     warm_start.check_config(config)
 
 
+@pytest.mark.parametrize("stride, self_distill, match", [
+    (0, 0.0, r"config.distill.row_stride must be an integer >= 1 .* got 0"),
+    (3, 1.0, r"config.tasks.emotion.self_distill needs the teacher's view of every anchor, but "
+             r"config.distill.row_stride=3 embeds one packed row in 3: set row_stride=1"),
+])
+def test_a_bad_distillation_row_stride_is_named(base_config, stride, self_distill, match):
+  config = base_config()
+  config.distill.row_stride = stride
+  config.tasks.emotion.self_distill = dict(weight=self_distill)
+  with pytest.raises(ValueError, match=match):
+    warm_start.check_config(config)
+
+
 def test_distill_weight_per_task_holds_every_task_equally_hard(base_config):
   config = base_config()
   config.distill.update(dict(weight=150.0, weight_per="task"))
