@@ -123,7 +123,10 @@ def teacher_views(teacher, batch: dict[str, jax.Array], trunk=None, *, row_strid
   if trunk is not None:
     trunk = (rows(trunk[0]), trunk[1])
   pooled = jax.lax.stop_gradient(teacher.pool_packed(ids, segments, positions, num_texts=3 * n, trunk=trunk))
-  seen = jax.ops.segment_sum(jnp.ones(segments.size, jnp.int32), segments.reshape(-1) - 1, num_segments=3 * n) > 0
+  if row_stride == 1:  # every text is in some row: nothing to count on the step's hot path
+    seen = jnp.ones(3 * n, bool)
+  else:
+    seen = jax.ops.segment_sum(jnp.ones(segments.size, jnp.int32), segments.reshape(-1) - 1, num_segments=3 * n) > 0
   return {"base": l2_normalize(pooled), "init": teacher.finish(pooled)}, seen
 
 
