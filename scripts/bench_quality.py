@@ -6,7 +6,9 @@ r"""Quality at an equal training budget: the untuned base, a sentence-transforme
 
 One run scores three models with one evaluation suite (`pe_jax.evaluation.suite.build_suite` of the
 config: the same triplets and zero-shot sets the trainer uses) and prints a markdown table, also
-written to WORKDIR/quality.md:
+written to WORKDIR/quality.md. The peer and pe_jax each train and are scored in a fresh Python process
+of their own (spawned one after the other, never side by side), so neither is timed with what the
+other left in the process:
 
 1. base: the untuned `config.model.base` at its full width (384-d for all-MiniLM-L6-v2), with the
    config's encoder settings but no projection. When the config sets `model.random_init` (the smoke
@@ -66,8 +68,10 @@ guide, not a paired test. Other metrics get no SE.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import pathlib
 import random
@@ -353,6 +357,15 @@ def base_overrides(config) -> dict:
   return {k: v for k, v in config.model.encoder.to_dict().items() if k != "projection_dim"}
 
 
+def build_suite(config):
+  """The config's evaluation suite: the triplets and zero-shot sets pe_jax's trainer scores (seeded, so
+  every process that builds it gets the same)."""
+  from pe_jax.evaluation import suite as suite_lib
+
+  log("building the evaluation suite")
+  return suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+
+
 def score_base(config, suite) -> dict:
   from pe_jax.evaluation import suite as suite_lib
   from pe_jax.models import pretrained, weights
@@ -496,8 +509,8 @@ def train_peer(config, workdir: pathlib.Path, steps: int, temperature: float = P
   modules = _st_modules()
   seed = config.seed
   names = trained_tasks(config)
-  # Loaded outside the timer: load_split keeps splits for the process, so whichever system loads them
-  # first would otherwise pay for both (a fraction of a second per split from prepared TFDS files).
+  # Loaded outside the timer (a fraction of a second per split from prepared TFDS files); pe_jax's wall
+  # time includes its own loading, as a user's run does: a small handicap for ours, not the peer's.
   data = {}
   for name in names:
     spec = config.tasks[name]
@@ -597,6 +610,37 @@ def score_peer(config, suite, model, prefix: str, timing: dict) -> dict:
           "score_seconds": time.perf_counter() - start}
 
 
+# --- each trained system in a process of its own --------------------------------------------------------
+
+
+def fit_peer(config, workdir: pathlib.Path, steps: int, temperature: float, dtype: str) -> dict:
+  """The peer's record: trained, then scored on the config's suite (run through `in_fresh_process`)."""
+  quiet_libraries()
+  model, prefix, timing = train_peer(config, workdir, steps, temperature, dtype)
+  return score_peer(config, build_suite(config), model, prefix, timing)
+
+
+def fit_ours(config, workdir: pathlib.Path, per_step: int, expected: dict, overwrite: bool) -> dict:
+  """pe_jax's record: trained into WORKDIR/ours_run (or reused), then scored (through `in_fresh_process`)."""
+  quiet_libraries()
+  run_dir = workdir / "ours_run"
+  if overwrite and run_dir.exists():
+    shutil.rmtree(run_dir)
+  timing = train_ours(config, run_dir, per_step, expected)
+  return score_ours(config, run_dir, build_suite(config), timing)
+
+
+def in_fresh_process(fn, *args):
+  """fn(*args) in a new Python interpreter; its exception, if any, is raised here.
+
+  Each system is timed in a process of its own, as a user runs it, so neither inherits the other's
+  thread pools, allocator state or compiled code (pe_jax used to train in the process the torch peer had
+  just trained in; docs/results.md, "Each system timed in a process of its own", compares the two).
+  Spawned, not forked: a fork would inherit the parent's JAX runtime."""
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    return pool.submit(fn, *args).result()
+
+
 # --- command line ------------------------------------------------------------------------------------
 
 
@@ -631,17 +675,6 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
   log(f"budget: {config.total_steps} pe_jax steps x {per_step} texts = {total} texts; peer {steps} steps x "
       f"{PEER_BATCH_SIZE} = {steps * PEER_BATCH_SIZE} texts")
 
-  suite = None
-
-  def get_suite():
-    nonlocal suite
-    if suite is None:
-      from pe_jax.evaluation import suite as suite_lib
-
-      log("building the evaluation suite")
-      suite = suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
-    return suite
-
   # Saved results first, so a config that does not match them stops the run before any heavy work.
   saved = {m: None if overwrite else load_saved(workdir / f"{m}.json",
                                                   fingerprint(config, m, steps, peer_temperature, peer_dtype),
@@ -660,21 +693,16 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
       records[model] = saved[model]
       continue
     if model == "base":
-      record = score_base(config, get_suite())
+      record = score_base(config, build_suite(config))
     elif model == "peer":
       if (reason := peer_skip_reason(config)) is not None:
         log(f"peer: skipped: {reason}")
         notes.append(f"peer skipped: {reason}")
         records[model] = None
         continue
-      trained_model, prefix, timing = train_peer(config, workdir, steps, peer_temperature, peer_dtype)
-      record = score_peer(config, get_suite(), trained_model, prefix, timing)
-      del trained_model
+      record = in_fresh_process(fit_peer, config, workdir, steps, peer_temperature, peer_dtype)
     else:
-      run_dir = workdir / "ours_run"
-      if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-      record = score_ours(config, run_dir, get_suite(), train_ours(config, run_dir, per_step, expected))
+      record = in_fresh_process(fit_ours, config, workdir, per_step, expected, overwrite)
     record["fingerprint"] = expected
     save(path, record)
     records[model] = record

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -201,3 +205,27 @@ def test_a_peer_temperature_or_dtype_off_the_default_is_part_of_the_peers_finger
   mixed = bq.fingerprint(config, "peer", 240, bq.PEER_TEMPERATURE, "bfloat16")
   assert mixed["peer_dtype"] == "bfloat16" and "peer_dtype" not in bq.fingerprint(config, "peer", 240)
   assert bq.fingerprint(config, "ours", 240, bq.PEER_TEMPERATURE, "bfloat16") == bq.fingerprint(config, "ours", 240)
+
+
+# --- each system in a process of its own ---------------------------------------------------------------
+
+
+def test_a_system_runs_in_a_fresh_process_and_its_error_reaches_the_caller(bq):
+  assert bq.in_fresh_process(os.getpid) != os.getpid()
+  with pytest.raises(ValueError, match="invalid literal"):
+    bq.in_fresh_process(int, "not a number")
+
+
+@pytest.mark.slow
+def test_the_smoke_benchmark_scores_the_base_here_and_trains_ours_in_a_child(shared_data_dir, tfds_dir, tmp_path):
+  workdir = tmp_path / "bench"
+  env = {**os.environ, "PE_JAX_DATA_DIR": str(shared_data_dir), "PE_JAX_TFDS_DIR": str(tfds_dir)}
+  done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--config",
+                         str(REPO / "configs" / "multitask.py") + ":smoke", "--config.total_steps=4",
+                         "--workdir", str(workdir)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  ours = json.loads((workdir / "ours.json").read_text())
+  assert ours["steps"] == 4 and ours["train_seconds"] > 0 and "triplet_acc/mean" in ours["results"]
+  assert (workdir / "ours_run" / "train_time.json").exists()
+  assert "| pe_jax | float32 | 4 |" in (workdir / "quality.md").read_text()
+  assert "peer skipped: model.random_init" in done.stdout
