@@ -54,6 +54,13 @@ The peer recipe, as a typical user writes it:
   weights). It is skipped for a random_init config (the smoke config's tiny random encoder has no
   sentence-transformers counterpart).
 
+A single run's wall time moves with the host's load (about ±10% by the hour on the development machine,
+none of it visible to the guest), so `--repeats N` trains the peer and pe_jax N times each: the first
+runs are the scored ones, the others are timed only, each in a fresh process, the two alternating so
+neither always goes first. The table gives the median of each system's runs and their ratio, and every
+run with the ratio of the minimums; the times are saved in the records (`train_seconds_runs`), so an
+interrupted benchmark resumes at the repeat it stopped in.
+
 Each model's result is saved as WORKDIR/{base,peer,ours}.json (results, wall seconds, texts seen and
 the config it was made with); a rerun reuses them unless --overwrite, so a long benchmark resumes. A
 saved result made with a different config is refused. pe_jax's finished training is reused the same
@@ -78,7 +85,7 @@ import random
 import shutil
 import sys
 import time
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -258,8 +265,14 @@ def format_table(results: Mapping[str, Mapping[str, float] | None], num_triplets
   return "\n".join(lines)
 
 
+def train_runs(record: Mapping) -> list[float]:
+  """Every training wall time a record holds: the scored run's first, then `--repeats`' timing-only runs."""
+  return list(record.get("train_seconds_runs") or [record["train_seconds"]])
+
+
 def format_times(records: Mapping[str, Mapping | None]) -> str:
-  """Markdown: training steps, texts seen and wall seconds per model, and the peer / pe_jax ratio."""
+  """Markdown: training steps, texts seen and wall seconds per model (the median where training was timed
+  more than once), and the peer / pe_jax ratio; with repeats, every run and the ratio of the minimums too."""
   lines = ["| model | compute | training steps | texts seen | training wall s | scoring wall s |",
            "|---|---|---:|---:|---:|---:|"]
   for model in MODELS:
@@ -267,15 +280,41 @@ def format_times(records: Mapping[str, Mapping | None]) -> str:
     if r is None:
       lines.append(f"| {TITLES[model]} | — | — | — | — | — |")
       continue
+    runs = train_runs(r)
+    wall = f"{np.median(runs):.1f}" + (f" (median of {len(runs)})" if len(runs) > 1 else "")
     lines.append(f"| {TITLES[model]} | {r.get('dtype', 'float32')} | {r.get('steps', 0)} | {r.get('texts_seen', 0)} | "
-                 f"{r.get('train_seconds', 0.0):.1f} | {r.get('score_seconds', 0.0):.1f} |")
+                 f"{wall} | {r.get('score_seconds', 0.0):.1f} |")
   peer, ours = records.get("peer"), records.get("ours")
   if peer and ours and ours.get("train_seconds"):
-    ratio = peer["train_seconds"] / ours["train_seconds"]
+    p, o = train_runs(peer), train_runs(ours)
     lines.append("")
-    lines.append(f"Training wall time, peer / pe_jax: {ratio:.2f}x "
-                 f"({peer['train_seconds']:.1f} s / {ours['train_seconds']:.1f} s)")
+    lines.append(f"Training wall time, peer / pe_jax: {np.median(p) / np.median(o):.2f}x "
+                 f"({np.median(p):.1f} s / {np.median(o):.1f} s)")
+    if len(p) > 1 or len(o) > 1:
+      seconds = lambda xs: ", ".join(f"{x:.1f}" for x in xs)
+      lines.append(f"Every run (each in a fresh process, the two systems alternating): peer {seconds(p)} s; "
+                   f"pe_jax {seconds(o)} s; ratio of the minimums {min(p) / min(o):.2f}x, of the maximums "
+                   f"{max(p) / max(o):.2f}x")
   return "\n".join(lines)
+
+
+def time_repeats(records: dict, repeats: int, timers: Mapping[str, Callable[[], float]],
+                 on_run: Callable[[str], None] | None = None) -> None:
+  """Times each of `timers`' systems until its record holds `repeats` training wall times
+  (`train_seconds_runs`), alternating the two so neither always trains first: repeat k runs the peer
+  first when k is even, pe_jax first when it is odd (the scored runs went peer, then pe_jax).
+  `timers`: {model: () -> seconds}; `on_run(model)` after each (e.g. to save the record)."""
+  for model in timers:
+    records[model]["train_seconds_runs"] = train_runs(records[model])
+  for k in range(1, repeats):
+    for model in (list(timers) if k % 2 == 0 else list(timers)[::-1]):
+      runs = records[model]["train_seconds_runs"]
+      if len(runs) > k:  # saved by an earlier, interrupted benchmark
+        continue
+      log(f"{model}: timing repeat {k + 1}/{repeats}")
+      runs.append(timers[model]())
+      if on_run:
+        on_run(model)
 
 
 # --- budget, config and saved results ---------------------------------------------------------------
@@ -630,6 +669,22 @@ def fit_ours(config, workdir: pathlib.Path, per_step: int, expected: dict, overw
   return score_ours(config, run_dir, build_suite(config), timing)
 
 
+def time_peer(config, workdir: pathlib.Path, steps: int, temperature: float, dtype: str) -> float:
+  """The peer's training wall time alone (a `--repeats` run, through `in_fresh_process`)."""
+  quiet_libraries()
+  return train_peer(config, workdir, steps, temperature, dtype)[2]["train_seconds"]
+
+
+def time_ours(config, workdir: pathlib.Path, per_step: int) -> float:
+  """pe_jax's training wall time alone: a whole run from scratch in WORKDIR/ours_repeat, then removed."""
+  quiet_libraries()
+  run_dir = workdir / "ours_repeat"
+  shutil.rmtree(run_dir, ignore_errors=True)
+  seconds = train_ours(config, run_dir, per_step, expected={})["train_seconds"]
+  shutil.rmtree(run_dir)
+  return seconds
+
+
 def in_fresh_process(fn, *args):
   """fn(*args) in a new Python interpreter; its exception, if any, is raised here.
 
@@ -664,8 +719,9 @@ def quiet_libraries() -> None:
 
 
 def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None, overwrite: bool,
-        peer_temperature: float = PEER_TEMPERATURE, peer_dtype: str = "float32") -> str:
-  """Scores what is not skipped (or reuses saved results) and returns the report."""
+        peer_temperature: float = PEER_TEMPERATURE, peer_dtype: str = "float32", repeats: int = 1) -> str:
+  """Scores what is not skipped (or reuses saved results), times the peer's and pe_jax's training
+  `repeats` times each where neither is skipped, and returns the report."""
   from absl import logging as absl_logging
 
   absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. orbax: checkpoints without metrics
@@ -709,6 +765,16 @@ def run(config, workdir: pathlib.Path, *, skip: set[str], peer_steps: int | None
     log(f"{model}: {MEAN_KEY} {record['results'].get(MEAN_KEY, float('nan')):.4f}, training "
         f"{record['train_seconds']:.1f} s, scoring {record['score_seconds']:.1f} s -> {path}")
 
+  if repeats > 1:
+    if skip & {"peer", "ours"} or not (records["peer"] and records["ours"]):
+      notes.append("--repeats: not timed again (it needs both the peer and pe_jax, neither skipped)")
+    else:
+      # Timing only: the scored runs above are deterministic, so a repeat would score the same.
+      time_repeats(records, repeats, {
+          "peer": lambda: in_fresh_process(time_peer, config, workdir, steps, peer_temperature, peer_dtype),
+          "ours": lambda: in_fresh_process(time_ours, config, workdir, per_step)},
+          on_run=lambda model: save(workdir / f"{model}.json", records[model]))
+
   report = "\n\n".join([
       f"## Quality at an equal budget ({total} training texts; pe_jax {config.total_steps} steps x {per_step}, "
       f"peer {steps} steps x {PEER_BATCH_SIZE})",
@@ -739,10 +805,13 @@ def _define_flags():
                                         "The peer's SupCon temperature (sentence-transformers' usual 0.05).")
   peer_dtype = flags.DEFINE_enum("peer_dtype", "float32", ["float32", "bfloat16"],
                                  "The peer's compute: float32, or bfloat16 under torch.autocast (mixed precision).")
+  repeats = flags.DEFINE_integer("repeats", 1, "Times to train the peer and pe_jax each: the first run is scored, "
+                                 "the others (alternating the two, each in a fresh process) timed only; the "
+                                 "ratio is of the medians.")
   overwrite = flags.DEFINE_bool("overwrite", False, "Recompute results even when WORKDIR holds them.")
   data_dir = flags.DEFINE_string("data_dir", None, "Raw data folder (default: config.data_dir, $PE_JAX_DATA_DIR).")
   flags.mark_flags_as_required(["config", "workdir"])
-  return config, workdir, skip, peer_steps, peer_temperature, peer_dtype, overwrite, data_dir
+  return config, workdir, skip, peer_steps, peer_temperature, peer_dtype, repeats, overwrite, data_dir
 
 
 def main() -> None:
@@ -751,8 +820,8 @@ def main() -> None:
   # Configs import their siblings as `configs.multitask` (configs/multilingual.py does), as they do under
   # `python -m pe_jax.train` from the repository root; a script's own folder is what Python puts first.
   sys.path.insert(0, str(REPO))
-  (config_flag, workdir_flag, skip_flag, peer_steps_flag, peer_temperature_flag, peer_dtype_flag, overwrite_flag,
-   data_dir_flag) = _define_flags()
+  (config_flag, workdir_flag, skip_flag, peer_steps_flag, peer_temperature_flag, peer_dtype_flag, repeats_flag,
+   overwrite_flag, data_dir_flag) = _define_flags()
 
   def _main(argv):
     if len(argv) > 1:
@@ -764,6 +833,8 @@ def main() -> None:
       raise app.UsageError("--peer_steps must be >= 1")
     if not peer_temperature_flag.value > 0:
       raise app.UsageError(f"--peer_temperature must be > 0, got {peer_temperature_flag.value}")
+    if repeats_flag.value < 1:
+      raise app.UsageError(f"--repeats must be >= 1, got {repeats_flag.value}")
     quiet_libraries()
     config = config_flag.value
     if data_dir_flag.value:
@@ -771,7 +842,8 @@ def main() -> None:
         config.data_dir = data_dir_flag.value
     report = run(config, pathlib.Path(workdir_flag.value), skip=set(skip_flag.value),
                  peer_steps=peer_steps_flag.value, overwrite=overwrite_flag.value,
-                 peer_temperature=peer_temperature_flag.value, peer_dtype=peer_dtype_flag.value)
+                 peer_temperature=peer_temperature_flag.value, peer_dtype=peer_dtype_flag.value,
+                 repeats=repeats_flag.value)
     print(report)
 
   app.run(_main)

@@ -194,6 +194,38 @@ def test_times_table_gives_the_peer_to_ours_ratio(bq):
   assert "peer / pe_jax" not in bq.format_times({**records, "peer": None})
 
 
+def test_times_table_with_repeats_gives_medians_every_run_and_the_ratio_of_minimums(bq):
+  records = {"base": None,
+             "peer": {"steps": 10, "texts_seen": 480, "train_seconds": 30.0, "train_seconds_runs": [30.0, 26.0, 33.0]},
+             "ours": {"steps": 4, "texts_seen": 480, "train_seconds": 12.0, "train_seconds_runs": [12.0, 15.0, 14.0]}}
+  text = bq.format_times(records)
+  assert "| peer | float32 | 10 | 480 | 30.0 (median of 3) |" in text
+  assert "| pe_jax | float32 | 4 | 480 | 14.0 (median of 3) |" in text
+  assert "peer / pe_jax: 2.14x (30.0 s / 14.0 s)" in text
+  assert "peer 30.0, 26.0, 33.0 s; pe_jax 12.0, 15.0, 14.0 s; ratio of the minimums 2.17x, of the maximums 2.20x" in text
+
+
+def test_repeats_alternate_the_systems_and_resume_where_a_saved_record_stopped(bq):
+  calls, saved = [], []
+  clock = iter(range(100, 200))
+
+  def timer(model):
+    return lambda: calls.append(model) or float(next(clock))
+
+  records = {"peer": {"train_seconds": 30.0}, "ours": {"train_seconds": 12.0}}
+  bq.time_repeats(records, 4, {"peer": timer("peer"), "ours": timer("ours")}, on_run=saved.append)
+  assert calls == ["ours", "peer", "peer", "ours", "ours", "peer"]  # the scored runs went peer, then ours
+  assert records["peer"]["train_seconds_runs"] == [30.0, 101.0, 102.0, 105.0]
+  assert records["ours"]["train_seconds_runs"] == [12.0, 100.0, 103.0, 104.0]
+  assert saved == calls
+
+  calls.clear()  # a benchmark stopped after the peer's third run: only what is missing runs
+  records = {"peer": {"train_seconds": 30.0, "train_seconds_runs": [30.0, 31.0, 32.0]},
+             "ours": {"train_seconds": 12.0, "train_seconds_runs": [12.0, 13.0]}}
+  bq.time_repeats(records, 3, {"peer": timer("peer"), "ours": timer("ours")})
+  assert calls == ["ours"] and len(records["ours"]["train_seconds_runs"]) == 3
+
+
 def test_a_peer_temperature_or_dtype_off_the_default_is_part_of_the_peers_fingerprint_only(bq):
   from configs import multitask
 
@@ -222,10 +254,11 @@ def test_the_smoke_benchmark_scores_the_base_here_and_trains_ours_in_a_child(sha
   env = {**os.environ, "PE_JAX_DATA_DIR": str(shared_data_dir), "PE_JAX_TFDS_DIR": str(tfds_dir)}
   done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--config",
                          str(REPO / "configs" / "multitask.py") + ":smoke", "--config.total_steps=4",
-                         "--workdir", str(workdir)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+                         "--workdir", str(workdir), "--repeats=2"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   ours = json.loads((workdir / "ours.json").read_text())
   assert ours["steps"] == 4 and ours["train_seconds"] > 0 and "triplet_acc/mean" in ours["results"]
   assert (workdir / "ours_run" / "train_time.json").exists()
   assert "| pe_jax | float32 | 4 |" in (workdir / "quality.md").read_text()
   assert "peer skipped: model.random_init" in done.stdout
+  assert "--repeats: not timed again (it needs both the peer and pe_jax" in done.stdout
