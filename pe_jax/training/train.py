@@ -239,8 +239,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # --- Evaluators ----------------------------------------------------------------------------------
   # With several processes each one evaluates the whole suite on its own devices (a small suite; every
-  # process then holds the same results, which checkpoint ranking needs), so no text crosses hosts.
-  suite = suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+  # process then holds the same results, which checkpoint ranking needs), so no text crosses hosts. Built
+  # before the loop, so a missing evaluation set stops the run before it trains; not at all by a run that
+  # never evaluates (eval_every 0, as the quality benchmark times training): about 1 s on the main job, 3 s on
+  # the 12 tasks.
+  suite = (suite_lib.build_suite(config, data_dir=config.data_dir, tfds_dir=config.tfds_dir)
+           if config.eval_every else None)
 
   gather = jax.jit(lambda p: p, out_shardings=sharding_lib.replicated(mesh))  # compiled once, used per eval
 

@@ -115,6 +115,12 @@ def test_gradient_accumulation_schedule_counts_updates(short_config, tmp_path):
   np.testing.assert_allclose(step, 1e-3, rtol=0.01)
 
 
+def test_a_run_that_never_evaluates_builds_no_evaluation_suite(short_config, tmp_path, monkeypatch):
+  monkeypatch.setattr(suite_lib, "build_suite", lambda *a, **k: pytest.fail("built the evaluation suite"))
+  assert train_and_evaluate(short_config(total_steps=2, eval_every=0), tmp_path) == {}
+  assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
 def test_bfloat16_compute_trains_with_finite_losses(short_config, tmp_path):
   config = short_config(total_steps=3)
   config.model.encoder.dtype = "bfloat16"
