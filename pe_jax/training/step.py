@@ -42,6 +42,10 @@ class TaskLoss:
   cosine; `in_batch` adds every other pair of the block, related or not, as further BCE pairs).
   self_distill: weight of the mean squared distance between each of the block's texts and the frozen
   teacher's `self_distill_teacher` view of its row's side-a text (0: none).
+  hold_unrelated: weight of a relational distillation over the pairs inside the task's blocks that its
+  loss calls unrelated (a translation block's different sentences: its in-batch loss pushes them all apart
+  alike, and how alike they were is what STS asks of the model), held to the step's distillation teacher
+  view (0: none).
   """
 
   name: str
@@ -51,6 +55,7 @@ class TaskLoss:
   in_batch: bool = True
   self_distill: float = 0.0
   self_distill_teacher: str = "init"
+  hold_unrelated: float = 0.0
 
   def __post_init__(self):
     if self.kind not in LOSSES:
@@ -150,7 +155,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   blocks = lambda x: x.reshape(m, -1, *x.shape[1:])
   # Texts are side-major ([side, block, row]); a block's own texts in `valid`'s order [block, side * B + row].
   by_block = lambda x: x.reshape(3, m, -1, *x.shape[1:]).swapaxes(0, 1).reshape(m, -1, *x.shape[1:])
-  if teacher is None and (distill_weight or any(task.self_distill for task in tasks)):
+  if teacher is None and (distill_weight or any(task.self_distill or task.hold_unrelated for task in tasks)):
     raise ValueError("distillation needs the frozen teacher: pass `teacher`")
   if distill_row_stride > 1 and any(task.self_distill for task in tasks):
     raise ValueError("self-distillation needs the teacher's view of every anchor: distill_row_stride must be 1")
@@ -178,16 +183,29 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
       self_distill = self_distill + term
       weighted_self_distill = weighted_self_distill + task.self_distill * term
   loss = jnp.sum(batch["block_scale"] * block_loss) + weighted_self_distill
+  # Side-major, as `emb`: each text's validity, block and place in its block's [side * B + row] order.
+  valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1) & (True if seen is None else seen)
+  block = (jnp.arange(3 * n) // (n // m)) % m
   distill = jnp.zeros((), jnp.float32)
   if distill_weight:
-    valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1)  # side-major, as `emb`
-    pairs = None
-    if distill_pairs == "across_blocks":
-      block = (jnp.arange(3 * n) // (n // m)) % m
-      pairs = block[:, None] != block[None, :]
-    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid & seen, pairs)
+    pairs = block[:, None] != block[None, :] if distill_pairs == "across_blocks" else None
+    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
     loss = loss + distill_weight * distill
-  return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill}
+  hold = jnp.zeros((), jnp.float32)
+  if any(task.hold_unrelated for task in tasks):
+    rows = n // m
+    in_block = (jnp.arange(3 * n) // n) * rows + jnp.arange(3 * n) % rows
+    related = batch["related"][block[:, None], in_block[:, None], in_block[None, :]]  # [3N, 3N], same block
+    same_block = block[:, None] == block[None, :]
+    for t, task in enumerate(tasks):
+      if task.hold_unrelated:
+        mine = (task_ids == t)[block]
+        term = losses.relational_distillation_loss(emb, views[distill_teacher], valid,
+                                                   same_block & ~related & mine[:, None])
+        hold = hold + term
+        loss = loss + task.hold_unrelated * term
+  return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill,
+                "hold_unrelated_loss": hold}
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, tasks: Sequence[TaskLoss],

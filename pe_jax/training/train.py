@@ -216,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
   losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
                      config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True),
-                     *warm_start.self_distill(config.tasks[n]))
+                     *warm_start.self_distill(config.tasks[n]), hold_unrelated=warm_start.hold_unrelated(config.tasks[n]))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
                                teacher_graphdef=teacher_graphdef,
@@ -344,6 +344,7 @@ def _step_record(loss: float, metrics: dict[str, jax.Array], names: list[str]) -
       "loss": loss, "task": ",".join(sorted(set(names))), "tasks": names,
       "learning_rate": float(metrics["learning_rate"]), "grad_norm": float(metrics["grad_norm"]),
       "distill_loss": float(metrics["distill_loss"]), "self_distill_loss": float(metrics["self_distill_loss"]),
+      "hold_unrelated_loss": float(metrics["hold_unrelated_loss"]),
   }
   for name in sorted(set(names)):
     record[f"loss/{name}"] = float(block_loss[[n == name for n in names]].mean())

@@ -79,6 +79,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if weight > 0 and view not in TEACHER_VIEWS:
       raise ValueError(f"config.tasks.{name}.self_distill.teacher={view!r}: set it to 'init' (the base through "
                        f"the starting projection) or 'base' (the base at full width)")
+    hold = hold_unrelated(spec)
+    if hold < 0:
+      raise ValueError(f"config.tasks.{name}.hold_unrelated must be >= 0, got {hold}")
+    if hold > 0 and (distill.get("teacher") or "base") not in TEACHER_VIEWS:
+      raise ValueError(f"config.tasks.{name}.hold_unrelated={hold} holds pairs to config.distill.teacher, which "
+                       f"is {distill.get('teacher')!r}: set it to 'base' or 'init'")
 
 
 def distill_weight(config: ml_collections.ConfigDict, num_blocks: int) -> float:
@@ -108,10 +114,16 @@ def self_distill(spec: ml_collections.ConfigDict) -> tuple[float, str]:
   return float(settings.get("weight", 0.0)), settings.get("teacher") or "init"
 
 
+def hold_unrelated(spec: ml_collections.ConfigDict) -> float:
+  """The weight of a task spec's hold on the pairs its blocks call unrelated (0 when it has none)."""
+  return float(spec.get("hold_unrelated", 0.0))
+
+
 def needs_teacher(config: ml_collections.ConfigDict) -> bool:
-  """Whether any distillation term is on (relational, or a task's self-distillation)."""
+  """Whether any distillation term is on (relational, a task's self-distillation or its hold on unrelated
+  pairs)."""
   return bool((config.get("distill") or {}).get("weight", 0)) or any(
-      self_distill(spec)[0] for spec in config.tasks.values() if spec.weight)
+      self_distill(spec)[0] or hold_unrelated(spec) for spec in config.tasks.values() if spec.weight)
 
 
 def check_teacher(config: ml_collections.ConfigDict, student: EncoderConfig) -> None:

@@ -1,6 +1,7 @@
 """load_split on real staged data (small configs) and on synthetic broken folders."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -266,3 +267,14 @@ def test_translation_languages():
   assert load.translation_languages("stsb_multi_mt") == ["de", "en", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh"]
   with pytest.raises(ValueError, match="'tatoeba' holds no row-aligned translations; those that do: stsb_multi_mt, pawsx"):
     load.translation_languages("tatoeba")
+
+
+def test_preparing_leaves_no_temporary_folders(make_data_dir, tmp_path, monkeypatch):
+  # TFDS's DatasetInfo.initialize_from_bucket makes (and keeps) a temp folder for every builder whose data
+  # is not prepared yet; pe_jax's builders skip it.
+  temp = tmp_path / "temp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  root = make_data_dir(_emotion_files(b"a\nb\n", b"0\n1\n"))
+  load.load_split("tweeteval/emotion", "train", data_dir=root, tfds_dir=tmp_path / "tfds")
+  assert list(temp.iterdir()) == []

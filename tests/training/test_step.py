@@ -243,6 +243,35 @@ def test_self_distillation_pulls_each_text_of_its_blocks_towards_the_teachers_an
                              np.mean([np.mean(np.sum((emb[:2, j] - emb[0, j]) ** 2, -1)) for j in (0, 2)]), rtol=1e-5)
 
 
+def test_hold_unrelated_holds_the_pairs_inside_its_tasks_blocks_that_the_labels_call_unrelated(model):
+  """A task's `hold_unrelated` is a relational distillation over the pairs inside its own blocks whose texts
+  share no label (here the blocks of delta, task 3): not the related pairs, not other tasks' blocks, not
+  pairs across blocks; measured in `hold_unrelated_loss` and added to the loss at its weight."""
+  graphdef, params = model
+  student = nnx.merge(graphdef, params)
+  teacher = nnx.merge(*tiny_teacher(model)).encoder
+  tasks = TASKS[:3] + (TaskLoss("delta", "supcon", hold_unrelated=3.0),)
+  task_ids = np.array([3, 0, 3, 1])
+  batch = make_batch(task_ids)
+  loss_of = lambda b, t: compute_loss(student, b, t, teacher=teacher)
+  loss, aux = loss_of(batch, tasks)
+  plain, plain_aux = loss_of(batch, TASKS)
+  # Texts are side-major: text i is row i % ROWS of block (i // ROWS) % 4, at place side * ROWS + row in it.
+  i = np.arange(3 * 4 * ROWS)
+  blk, place = (i // ROWS) % 4, (i // (4 * ROWS)) * ROWS + i % ROWS
+  held = np.array([[blk[a] == blk[b] and task_ids[blk[a]] == 3 and not batch["related"][blk[a], place[a], place[b]]
+                    for b in i] for a in i])
+  assert held.sum() == 2 * (3 * ROWS) ** 2 // 2  # two labels in equal numbers: half of each delta block's pairs
+  expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), teacher_views(teacher, batch)[0]["base"],
+                                                 np.ones(len(i), bool), held)
+  np.testing.assert_allclose(aux["hold_unrelated_loss"], expected, rtol=1e-5)
+  np.testing.assert_allclose(loss - plain, 3.0 * expected, rtol=1e-5)
+  assert float(plain_aux["hold_unrelated_loss"]) == 0.0
+  # Blocks whose texts are all related hold nothing.
+  everything_related = {**batch, "related": np.ones_like(batch["related"])}
+  assert float(loss_of(everything_related, tasks)[1]["hold_unrelated_loss"]) == 0.0
+
+
 def test_teacher_views_are_the_full_width_and_the_projected_embedding(model):
   graphdef, params = model
   encoder = nnx.merge(graphdef, params).encoder

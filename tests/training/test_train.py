@@ -251,8 +251,8 @@ def multilingual_smoke(shared_data_dir, tfds_dir):
 
 
 def test_the_translation_task_trains_end_to_end(multilingual_smoke, tmp_path):
-  """Both distillation terms and the translation task on a tiny random model: every step trains every
-  task, the self-distillation is measured, and the task itself is scored only by the zero-shot sets."""
+  """Every distillation term and the translation task on a tiny random model: every step trains every
+  task, the self-distillation and the hold on the translation blocks are measured, and the task itself is scored only by the zero-shot sets."""
   config = multilingual_smoke()
   results = train_and_evaluate(config, tmp_path)
   records = [r for r in read_metrics(tmp_path) if "loss" in r]
@@ -260,6 +260,7 @@ def test_the_translation_task_trains_end_to_end(multilingual_smoke, tmp_path):
   for r in records:
     assert sorted(r["tasks"]) == ["sentiment_french", "sentiment_german", "translation"], r
     assert math.isfinite(r["loss"]) and r["self_distill_loss"] > 0 and r["distill_loss"] > 0, r
+    assert r["hold_unrelated_loss"] > 0, r
   assert not any(key.startswith("translation/") for key in results)
   assert set(results) == {"sentiment_french/triplet_acc", "sentiment_german/triplet_acc", "triplet_acc/mean"}
 

@@ -128,6 +128,36 @@ def test_a_bad_distillation_row_stride_is_named(base_config, stride, self_distil
     warm_start.check_config(config)
 
 
+@pytest.mark.parametrize("hold, teacher, match", [
+    (-1.0, "base", r"config.tasks.emotion.hold_unrelated must be >= 0, got -1.0"),
+    (2.0, "full", r"config.tasks.emotion.hold_unrelated=2.0 holds pairs to config.distill.teacher, which is 'full': "
+                  r"set it to 'base' or 'init'"),
+])
+def test_a_bad_hold_on_unrelated_pairs_is_named(base_config, hold, teacher, match):
+  config = base_config()
+  config.distill.update(dict(weight=0.0, teacher=teacher))
+  config.tasks.emotion.hold_unrelated = hold
+  with pytest.raises(ValueError, match=match):
+    warm_start.check_config(config)
+
+
+def test_a_hold_on_unrelated_pairs_alone_needs_the_teacher(base_config):
+  config = base_config()
+  config.distill.weight = 0.0
+  assert not warm_start.needs_teacher(config)
+  config.tasks.emotion.hold_unrelated = 2.0
+  assert warm_start.needs_teacher(config)
+  config.tasks.emotion.weight = 0.0  # a task that does not train holds nothing
+  assert not warm_start.needs_teacher(config)
+
+
+def test_the_multilingual_recipe_holds_its_translation_blocks_as_hard_as_across_blocks():
+  config = multilingual.get_config("cpu")
+  assert config.tasks.translation.hold_unrelated == config.distill.weight > 0
+  assert multilingual.get_config("cpu,no_hold").tasks.translation.hold_unrelated == 0
+  assert not any(spec.get("hold_unrelated") for name, spec in config.tasks.items() if name != "translation")
+
+
 def test_distill_weight_per_task_holds_every_task_equally_hard(base_config):
   config = base_config()
   config.distill.update(dict(weight=150.0, weight_per="task"))

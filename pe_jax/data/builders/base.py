@@ -100,6 +100,16 @@ def pair_features() -> tfds.features.FeaturesDict:
   })
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+  """A DatasetInfo that never looks for itself on TFDS's public bucket."""
+
+  def initialize_from_bucket(self) -> None:
+    # None of these datasets is on gs://tfds-data, and TFDS's own version makes a temporary folder before it
+    # looks and never removes it: every builder made before its data is prepared (each first run, every
+    # test on a fresh folder) left an empty /tmp/tmp*tfds behind, about 200 a test run.
+    pass
+
+
 class PeJaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Reads every split eagerly (the data is small) so counts are checked before anything is written.
 
@@ -128,7 +138,7 @@ class PeJaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     ...
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return _LocalDatasetInfo(
         builder=self,
         description=self.DESCRIPTION,
         features=self._features(),
