@@ -183,7 +183,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
       self_distill = self_distill + term
       weighted_self_distill = weighted_self_distill + task.self_distill * term
   loss = jnp.sum(batch["block_scale"] * block_loss) + weighted_self_distill
-  # Side-major, as `emb`: each text's validity, block and place in its block's [side * B + row] order.
+  # Side-major, as `emb`: each text's validity (its row embedded by the teacher too) and its block.
   valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1) & (True if seen is None else seen)
   block = (jnp.arange(3 * n) // (n // m)) % m
   distill = jnp.zeros((), jnp.float32)
@@ -194,7 +194,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   hold = jnp.zeros((), jnp.float32)
   if any(task.hold_unrelated for task in tasks):
     rows = n // m
-    in_block = (jnp.arange(3 * n) // n) * rows + jnp.arange(3 * n) % rows
+    in_block = (jnp.arange(3 * n) // n) * rows + jnp.arange(3 * n) % rows  # place in its block's [side * B + row]
     related = batch["related"][block[:, None], in_block[:, None], in_block[None, :]]  # [3N, 3N], same block
     same_block = block[:, None] == block[None, :]
     for t, task in enumerate(tasks):

@@ -82,7 +82,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     hold = hold_unrelated(spec)
     if hold < 0:
       raise ValueError(f"config.tasks.{name}.hold_unrelated must be >= 0, got {hold}")
-    if hold > 0 and (distill.get("teacher") or "base") not in TEACHER_VIEWS:
+    if hold > 0 and distill.get("teacher") not in TEACHER_VIEWS:  # as the relational term's own check above
       raise ValueError(f"config.tasks.{name}.hold_unrelated={hold} holds pairs to config.distill.teacher, which "
                        f"is {distill.get('teacher')!r}: set it to 'base' or 'init'")
 
