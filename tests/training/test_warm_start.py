@@ -151,9 +151,9 @@ def test_a_hold_on_unrelated_pairs_alone_needs_the_teacher(base_config):
   assert not warm_start.needs_teacher(config)
 
 
-def test_the_multilingual_recipe_holds_its_translation_blocks_as_hard_as_across_blocks():
+def test_the_multilingual_recipe_holds_its_translation_blocks_twice_as_hard_as_across_blocks():
   config = multilingual.get_config("cpu")
-  assert config.tasks.translation.hold_unrelated == config.distill.weight > 0
+  assert config.tasks.translation.hold_unrelated == 2 * config.distill.weight == 40
   assert multilingual.get_config("cpu,no_hold").tasks.translation.hold_unrelated == 0
   assert not any(spec.get("hold_unrelated") for name, spec in config.tasks.items() if name != "translation")
 
