@@ -63,8 +63,8 @@ def get_config(arg: str | None = None):
   """`arg`: comma-separated switches. None: the accelerator-scale recipe (1,000 steps); "cpu": the
   budget of two CPU cores (80 steps of 8 anchors a task, 1,000 triplets per task, 11 minutes); "smoke": a
   tiny random model, two tasks and the translation task, seconds. "no_translation" / "no_self_distill" /
-  "no_hold" remove one ingredient; "english_labels" trains sentiment and topic in English only and scores every language's
-  sets zero-shot (the transfer check)."""
+  "no_hold" remove one ingredient; "english_labels" trains sentiment and topic in English only and scores
+  every language's sets zero-shot (the transfer check)."""
   args = multitask.parse_switches(arg, VARIANTS)
   smoke, cpu = "smoke" in args, "cpu" in args
   if smoke and cpu:

@@ -216,7 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   state = _on_mesh({"step": np.int32(0), "params": params, "opt_state": tx.init(params)}, mesh)
   losses = [TaskLoss(n, config.tasks[n].loss, tuple(config.tasks[n].matryoshka_dims),
                      config.tasks[n].get("symmetric", False), config.tasks[n].get("bce_in_batch", True),
-                     *warm_start.self_distill(config.tasks[n]), hold_unrelated=warm_start.hold_unrelated(config.tasks[n]))
+                     *warm_start.self_distill(config.tasks[n]),
+                     hold_unrelated=warm_start.hold_unrelated(config.tasks[n]))
             for n in builder.order]
   train_step = make_train_step(graphdef, tx, losses, lambda s: schedule(s // accum),
                                teacher_graphdef=teacher_graphdef,
