@@ -80,14 +80,23 @@ PAPER_TASK_LOSS = dict(loss="bce", head=dict(scale_init=20.0), bias_from_data=Tr
 EVERY_LAYER = dict(model=dict(frozen_layers=0), optimizer=dict(learning_rate=1e-4))
 
 
-def parse_switches(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
-  """Comma-separated switches ("cpu,paper") -> {switch: value}; an unknown one is refused."""
+def parse_switches(arg: str | None, known: tuple[str, ...], valued: tuple[str, ...] = ()) -> dict[str, str]:
+  """Comma-separated switches ("cpu,paper", "transfer=PATH") -> {switch: value}. A switch in `valued`
+  needs a value; any other is a flag: on when named (or `=true`), left out with `=false`. An unknown
+  switch, a flag with another value or a valued switch without one is refused."""
   out = {}
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in known:
       raise ValueError(f"unknown config switch {key!r}={value or 'true'!r}; known: {', '.join(known)}")
-    out[key] = value or "true"
+    if key in valued:
+      if not value:
+        raise ValueError(f"config switch {key!r} needs a value: {key}=...")
+      out[key] = value
+    elif value.lower() in ("", "true", "1", "yes"):
+      out[key] = "true"
+    elif value.lower() not in ("false", "0", "no"):
+      raise ValueError(f"config switch {key!r} is on or off, not {value!r}: write {key} or {key}=false")
   return out
 
 

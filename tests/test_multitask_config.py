@@ -1,4 +1,5 @@
-"""configs/multitask.py: the switches that move the recipe along its trade-off keep its budget."""
+"""configs/multitask.py: the switch syntax every config shares, and the switches that move the recipe along
+its trade-off keep its budget."""
 
 import pytest
 
@@ -29,3 +30,25 @@ def test_tasks_first_spends_the_same_posts_in_twice_the_updates_at_a_light_hold(
 def test_tasks_first_is_refused_beside_the_papers_recipe(arg):
   with pytest.raises(ValueError, match="tasks_first is a setting of the recipe: not with paper or smoke"):
     multitask.get_config(arg)
+
+
+def test_a_flag_written_false_is_off_and_true_is_on():
+  assert multitask.get_config("demo,tasks_first=false").to_dict() == multitask.get_config("demo").to_dict()
+  assert multitask.get_config("demo,tasks_first=True").to_dict() == multitask.get_config("demo,tasks_first").to_dict()
+  assert multitask.parse_switches("cpu=yes,paper=0,demo=no", multitask.VARIANTS) == {"cpu": "true"}
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("demo,tasks_first=2", "config switch 'tasks_first' is on or off, not '2': write tasks_first or tasks_first=false"),
+    ("dmeo", "unknown config switch 'dmeo'='true'; known: smoke, demo, cpu, paper, tasks_first"),
+])
+def test_a_switch_is_a_known_flag_with_no_other_value(arg, message):
+  with pytest.raises(ValueError, match=message):
+    multitask.get_config(arg)
+
+
+def test_a_valued_switch_keeps_its_value_and_needs_one():
+  assert multitask.parse_switches("cpu,transfer=runs/a=b.json", ("cpu", "transfer"), valued=("transfer",)) == {
+      "cpu": "true", "transfer": "runs/a=b.json"}
+  with pytest.raises(ValueError, match="config switch 'transfer' needs a value: transfer=..."):
+    multitask.parse_switches("transfer", ("transfer",), valued=("transfer",))

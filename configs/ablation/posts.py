@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   "transfer=PATH": adds the variant `transfer_mixture`, all tasks under mixture.scheme="transfer" from
   PATH (an ablation's transfer.json). "other_sets" (alone): no tasks, the zero-shot sets the CPU
   ablation leaves out, for `pe_jax.evaluate --config configs/ablation/posts.py:other_sets --model RUN`."""
-  args = multitask.parse_switches(arg, VARIANTS)  # the switch syntax configs share
+  args = multitask.parse_switches(arg, VARIANTS, valued=("transfer",))  # the syntax configs share
   if "other_sets" in args:
     others = {n: z for n, z in multitask.ZERO_SHOT.items() if n not in ZERO_SHOT}
     others["zs_topic_xl"] = dict(others["zs_topic_xl"], num_triplets=1_000)
