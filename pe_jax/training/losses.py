@@ -98,11 +98,22 @@ def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: 
   """Mean squared difference of the pairwise cosines of `student` [N, D] and `teacher` [N, D'] over
   pairs of valid texts (and of `pairs`, bool [N, N], when given): keeps the geometry of the batch as
   the frozen teacher saw it (widths may differ)."""
-  n = student.shape[0]
-  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool) & (True if pairs is None else pairs)
+  return mean_over_pairs(cosine_gaps(student, teacher), valid, pairs)
+
+
+def cosine_gaps(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  """[N, N] squared differences between the pairwise cosines of `student` [N, D] and of the frozen
+  `teacher` [N, D']. Computed once a step, they serve every term that holds some of the batch's pairs."""
   s = jnp.einsum("id,jd->ij", student, student, precision=_HIGHEST)
   t = jax.lax.stop_gradient(jnp.einsum("id,jd->ij", teacher, teacher, precision=_HIGHEST))
-  return jnp.where(pairs, (s - t) ** 2, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
+  return (s - t) ** 2
+
+
+def mean_over_pairs(gaps: jax.Array, valid: jax.Array, pairs: jax.Array | None = None) -> jax.Array:
+  """Mean of `gaps` [N, N] over the pairs of two different valid texts (and of `pairs`, when given)."""
+  n = gaps.shape[0]
+  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool) & (True if pairs is None else pairs)
+  return jnp.where(pairs, gaps, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
 
 
 def embedding_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array) -> jax.Array:

@@ -186,13 +186,15 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   # Side-major, as `emb`: each text's validity (its row embedded by the teacher too) and its block.
   valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1) & (True if seen is None else seen)
   block = (jnp.arange(3 * n) // (n // m)) % m
+  holds = any(task.hold_unrelated for task in tasks)
+  gaps = losses.cosine_gaps(emb, views[distill_teacher]) if distill_weight or holds else None
   distill = jnp.zeros((), jnp.float32)
   if distill_weight:
     pairs = block[:, None] != block[None, :] if distill_pairs == "across_blocks" else None
-    distill = losses.relational_distillation_loss(emb, views[distill_teacher], valid, pairs)
+    distill = losses.mean_over_pairs(gaps, valid, pairs)
     loss = loss + distill_weight * distill
   hold = jnp.zeros((), jnp.float32)
-  if any(task.hold_unrelated for task in tasks):
+  if holds:
     rows = n // m
     in_block = (jnp.arange(3 * n) // n) * rows + jnp.arange(3 * n) % rows  # place in its block's [side * B + row]
     related = batch["related"][block[:, None], in_block[:, None], in_block[None, :]]  # [3N, 3N], same block
@@ -200,8 +202,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
     for t, task in enumerate(tasks):
       if task.hold_unrelated:
         mine = (task_ids == t)[block]
-        term = losses.relational_distillation_loss(emb, views[distill_teacher], valid,
-                                                   same_block & ~related & mine[:, None])
+        term = losses.mean_over_pairs(gaps, valid, same_block & ~related & mine[:, None])
         hold = hold + term
         loss = loss + task.hold_unrelated * term
   return loss, {"block_loss": block_loss, "distill_loss": distill, "self_distill_loss": self_distill,

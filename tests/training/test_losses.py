@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pe_jax.training.losses import (embedding_distillation_loss, in_batch_bce_loss, in_batch_contrastive_loss,
-                                    matryoshka, pair_bce_loss, relational_distillation_loss, same_label_mask,
-                                    supervised_contrastive_loss)
+                                    matryoshka, mean_over_pairs, pair_bce_loss, relational_distillation_loss,
+                                    same_label_mask, supervised_contrastive_loss)
 
 
 def unit(rng, shape):
@@ -212,6 +212,16 @@ def test_relational_distillation_is_zero_for_the_teacher_and_ignores_width():
   moved[5] = -moved[5]
   np.testing.assert_allclose(relational_distillation_loss(moved, teacher, valid),
                              relational_distillation_loss(student, teacher, valid), rtol=1e-6)
+
+
+def test_the_mean_over_pairs_counts_two_different_valid_texts_inside_the_mask_only():
+  gaps = np.arange(16, dtype=np.float32).reshape(4, 4)  # gaps[i, j] = 4i + j
+  valid = np.array([True, True, True, False])
+  assert float(mean_over_pairs(gaps, valid)) == pytest.approx(np.mean([1, 2, 4, 6, 8, 9]))
+  mask = np.zeros((4, 4), bool)
+  mask[0, 2] = mask[2, 0] = mask[1, 1] = mask[1, 3] = True  # a text with itself and an invalid one never count
+  assert float(mean_over_pairs(gaps, valid, mask)) == pytest.approx((2 + 8) / 2)
+  assert float(mean_over_pairs(gaps, valid, np.zeros((4, 4), bool))) == 0.0  # no pair: 0, not NaN
 
 
 def test_embedding_distillation_is_the_mean_squared_distance_to_the_teacher_over_valid_texts():
