@@ -82,20 +82,24 @@ EVERY_LAYER = dict(model=dict(frozen_layers=0), optimizer=dict(learning_rate=1e-
 
 def parse_switches(arg: str | None, known: tuple[str, ...], valued: tuple[str, ...] = ()) -> dict[str, str]:
   """Comma-separated switches ("cpu,paper", "transfer=PATH") -> {switch: value}. A switch in `valued`
-  needs a value; any other is a flag: on when named (or `=true`), left out with `=false`. An unknown
-  switch, a flag with another value or a valued switch without one is refused."""
+  needs a value; any other is a flag: on when named or written `=true`, off when written `=false` (the
+  last mention wins). An unknown switch, a flag with another value or a valued switch without one is
+  refused."""
   out = {}
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in known:
-      raise ValueError(f"unknown config switch {key!r}={value or 'true'!r}; known: {', '.join(known)}")
+      listed = ", ".join(known) or "none, this config takes no switches"
+      raise ValueError(f"unknown config switch {key!r}; known: {listed}")
     if key in valued:
       if not value:
-        raise ValueError(f"config switch {key!r} needs a value: {key}=...")
+        raise ValueError(f"config switch {key!r} needs a value: write {key}=VALUE")
       out[key] = value
-    elif value.lower() in ("", "true", "1", "yes"):
+    elif value.lower() in ("", "true"):
       out[key] = "true"
-    elif value.lower() not in ("false", "0", "no"):
+    elif value.lower() == "false":
+      out.pop(key, None)
+    else:
       raise ValueError(f"config switch {key!r} is on or off, not {value!r}: write {key} or {key}=false")
   return out
 

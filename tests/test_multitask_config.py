@@ -35,12 +35,14 @@ def test_tasks_first_is_refused_beside_the_papers_recipe(arg):
 def test_a_flag_written_false_is_off_and_true_is_on():
   assert multitask.get_config("demo,tasks_first=false").to_dict() == multitask.get_config("demo").to_dict()
   assert multitask.get_config("demo,tasks_first=True").to_dict() == multitask.get_config("demo,tasks_first").to_dict()
-  assert multitask.parse_switches("cpu=yes,paper=0,demo=no", multitask.VARIANTS) == {"cpu": "true"}
+  assert multitask.parse_switches("cpu=TRUE,paper=false,demo,demo=false", multitask.VARIANTS) == {"cpu": "true"}
+  assert multitask.parse_switches("demo=false,demo", multitask.VARIANTS) == {"demo": "true"}  # the last one wins
 
 
 @pytest.mark.parametrize("arg, message", [
     ("demo,tasks_first=2", "config switch 'tasks_first' is on or off, not '2': write tasks_first or tasks_first=false"),
-    ("dmeo", "unknown config switch 'dmeo'='true'; known: smoke, demo, cpu, paper, tasks_first"),
+    ("demo,tasks_first=yes", "config switch 'tasks_first' is on or off, not 'yes'"),
+    ("dmeo=false", "unknown config switch 'dmeo'; known: smoke, demo, cpu, paper, tasks_first"),
 ])
 def test_a_switch_is_a_known_flag_with_no_other_value(arg, message):
   with pytest.raises(ValueError, match=message):
@@ -50,5 +52,12 @@ def test_a_switch_is_a_known_flag_with_no_other_value(arg, message):
 def test_a_valued_switch_keeps_its_value_and_needs_one():
   assert multitask.parse_switches("cpu,transfer=runs/a=b.json", ("cpu", "transfer"), valued=("transfer",)) == {
       "cpu": "true", "transfer": "runs/a=b.json"}
-  with pytest.raises(ValueError, match="config switch 'transfer' needs a value: transfer=..."):
+  with pytest.raises(ValueError, match="config switch 'transfer' needs a value: write transfer=VALUE"):
     multitask.parse_switches("transfer", ("transfer",), valued=("transfer",))
+
+
+def test_a_config_without_switches_refuses_any():
+  from configs.ablation import smoke
+  assert smoke.get_config("").total_steps == smoke.get_config(None).total_steps
+  with pytest.raises(ValueError, match="unknown config switch 'demo'; known: none, this config takes no switches"):
+    smoke.get_config("demo")

@@ -11,7 +11,7 @@ from configs.ablation import posts
 
 
 def get_config(arg: str | None = None):
-  del arg
+  multitask.parse_switches(arg, ())  # it has no switches: refuse any, rather than ignore it
   c = multitask.get_config("smoke")
   c.mixture.scheme = "uniform"
   c.mixture.tasks_per_step = 0

@@ -103,7 +103,7 @@ def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: 
 
 def cosine_gaps(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """[N, N] squared differences between the pairwise cosines of `student` [N, D] and of the frozen
-  `teacher` [N, D']. Computed once a step, they serve every term that holds some of the batch's pairs."""
+  `teacher` [N, D']."""
   s = jnp.einsum("id,jd->ij", student, student, precision=_HIGHEST)
   t = jax.lax.stop_gradient(jnp.einsum("id,jd->ij", teacher, teacher, precision=_HIGHEST))
   return (s - t) ** 2

@@ -187,6 +187,8 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1) & (True if seen is None else seen)
   block = (jnp.arange(3 * n) // (n // m)) % m
   holds = any(task.hold_unrelated for task in tasks)
+  # One matrix of cosine gaps to the teacher, averaged over each term's pairs: the relational term and every
+  # task's hold.
   gaps = losses.cosine_gaps(emb, views[distill_teacher]) if distill_weight or holds else None
   distill = jnp.zeros((), jnp.float32)
   if distill_weight:
