@@ -67,15 +67,13 @@ def supervised_contrastive_loss(emb: jax.Array, related: jax.Array, valid: jax.A
   [N, N]: sharing a label, or a pair's two sides), and its softmax runs over every other valid text.
   Anchors without a positive in the block do not count. Mean over anchors.
   """
-  n = emb.shape[0]
-  others = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  others = distinct_valid_pairs(valid)
   logits = jnp.where(others, scale * jnp.einsum("id,jd->ij", emb, emb, precision=_HIGHEST), -jnp.inf)
   log_p = jax.nn.log_softmax(logits, axis=-1)
   positive = related & others
   num_pos = positive.sum(axis=-1)
   per_anchor = -jnp.where(positive, log_p, 0.0).sum(axis=-1) / jnp.maximum(num_pos, 1)
-  counts = num_pos > 0
-  return jnp.where(counts, per_anchor, 0.0).sum() / jnp.maximum(counts.sum(), 1)
+  return masked_mean(per_anchor, num_pos > 0)
 
 
 def in_batch_bce_loss(emb: jax.Array, related: jax.Array, valid: jax.Array, scale: jax.Array,
@@ -85,12 +83,10 @@ def in_batch_bce_loss(emb: jax.Array, related: jax.Array, valid: jax.Array, scal
   Targets are `related` (bool [N, N]); positive and negative pairs are averaged separately and then
   together, so the many free in-batch negatives do not drown the few positives.
   """
-  n = emb.shape[0]
-  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool)
+  pairs = distinct_valid_pairs(valid)
   logits = scale * jnp.einsum("id,jd->ij", emb, emb, precision=_HIGHEST) + bias
   bce = optax.sigmoid_binary_cross_entropy(logits, related.astype(jnp.float32))
-  mean_over = lambda m: jnp.where(m, bce, 0.0).sum() / jnp.maximum(m.sum(), 1)
-  return (mean_over(pairs & related) + mean_over(pairs & ~related)) / 2
+  return (masked_mean(bce, pairs & related) + masked_mean(bce, pairs & ~related)) / 2
 
 
 def relational_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array,
@@ -111,9 +107,17 @@ def cosine_gaps(student: jax.Array, teacher: jax.Array) -> jax.Array:
 
 def mean_over_pairs(gaps: jax.Array, valid: jax.Array, pairs: jax.Array | None = None) -> jax.Array:
   """Mean of `gaps` [N, N] over the pairs of two different valid texts (and of `pairs`, when given)."""
-  n = gaps.shape[0]
-  pairs = valid[None, :] & valid[:, None] & ~jnp.eye(n, dtype=bool) & (True if pairs is None else pairs)
-  return jnp.where(pairs, gaps, 0.0).sum() / jnp.maximum(pairs.sum(), 1)
+  return masked_mean(gaps, distinct_valid_pairs(valid) & (True if pairs is None else pairs))
+
+
+def distinct_valid_pairs(valid: jax.Array) -> jax.Array:
+  """bool [N, N]: the pairs of two different texts that are both `valid` [N]."""
+  return valid[None, :] & valid[:, None] & ~jnp.eye(valid.shape[0], dtype=bool)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of `x` where `mask` holds; 0 (not NaN) where it holds nowhere."""
+  return jnp.where(mask, x, 0.0).sum() / jnp.maximum(mask.sum(), 1)
 
 
 def embedding_distillation_loss(student: jax.Array, teacher: jax.Array, valid: jax.Array) -> jax.Array:
@@ -121,7 +125,7 @@ def embedding_distillation_loss(student: jax.Array, teacher: jax.Array, valid: j
   `teacher` [N, D] (both L2-normalised: 2 - 2 cos). Pulls texts to given points of the student's space,
   e.g. a sentence's translations to the frozen base's embedding of the English sentence."""
   sq = jnp.sum((student - jax.lax.stop_gradient(teacher)) ** 2, axis=-1)
-  return jnp.where(valid, sq, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+  return masked_mean(sq, valid)
 
 
 def matryoshka(loss_fn: Callable[..., jax.Array], dims: Sequence[int]) -> Callable[..., jax.Array]:

@@ -179,7 +179,7 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
       target = jnp.broadcast_to(anchors[:, None], (m, 3, *anchors.shape[1:])).reshape(m, -1, anchors.shape[-1])
       per_block = jax.vmap(losses.embedding_distillation_loss)(by_block(emb), target, batch["valid"])
       mine = task_ids == t
-      term = jnp.where(mine, per_block, 0.0).sum() / jnp.maximum(mine.sum(), 1)
+      term = losses.masked_mean(per_block, mine)
       self_distill = self_distill + term
       weighted_self_distill = weighted_self_distill + task.self_distill * term
   loss = jnp.sum(batch["block_scale"] * block_loss) + weighted_self_distill
