@@ -272,6 +272,40 @@ def test_hold_unrelated_holds_the_pairs_inside_its_tasks_blocks_that_the_labels_
   assert float(loss_of(everything_related, tasks)[1]["hold_unrelated_loss"]) == 0.0
 
 
+def test_one_gap_matrix_gives_the_gradient_of_each_distillation_term_computed_alone(model):
+  """compute_loss builds the cosine gaps to the teacher once and averages them for the relational term and
+  every hold; its gradient must be that of the task losses plus each term computed on its own."""
+  graphdef, params = model
+  teacher = nnx.merge(*tiny_teacher(model)).encoder
+  tasks = TASKS[:3] + (TaskLoss("delta", "supcon", hold_unrelated=3.0),)
+  task_ids = np.array([3, 0, 3, 1])
+  batch = make_batch(task_ids)
+  i = np.arange(3 * 4 * ROWS)  # side-major texts, as in the test above
+  blk, place = (i // ROWS) % 4, (i // (4 * ROWS)) * ROWS + i % ROWS
+  across = blk[:, None] != blk[None, :]
+  held = (~across & (task_ids[blk] == 3)[:, None]
+          & ~batch["related"][blk[:, None], place[:, None], place[None, :]])
+  target = teacher_views(teacher, batch)[0]["base"]
+  everything = np.ones(len(i), bool)
+
+  def shared(p):
+    return compute_loss(nnx.merge(graphdef, p), batch, tasks, teacher=teacher, distill_weight=2.0,
+                        distill_pairs="across_blocks")[0]
+
+  def alone(p):
+    student = nnx.merge(graphdef, p)
+    emb = encode_texts(student.encoder, batch)
+    return (compute_loss(student, batch, TASKS)[0]
+            + 2.0 * losses.relational_distillation_loss(emb, target, everything, across)
+            + 3.0 * losses.relational_distillation_loss(emb, target, everything, held))
+
+  (loss, grads), (expected_loss, expected) = jax.value_and_grad(shared)(params), jax.value_and_grad(alone)(params)
+  np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+
+
 def test_teacher_views_are_the_full_width_and_the_projected_embedding(model):
   graphdef, params = model
   encoder = nnx.merge(graphdef, params).encoder
