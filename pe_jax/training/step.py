@@ -185,7 +185,8 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
   loss = jnp.sum(batch["block_scale"] * block_loss) + weighted_self_distill
   # Side-major, as `emb`: each text's validity (its row embedded by the teacher too) and its block.
   valid = batch["valid"].reshape(m, 3, -1).transpose(1, 0, 2).reshape(-1) & (True if seen is None else seen)
-  block = (jnp.arange(3 * n) // (n // m)) % m
+  rows = n // m  # pairs per block
+  block = (jnp.arange(3 * n) // rows) % m
   holds = any(task.hold_unrelated for task in tasks)
   # One matrix of cosine gaps to the teacher, averaged over each term's pairs: the relational term and every
   # task's hold.
@@ -197,7 +198,6 @@ def compute_loss(model: PostEmbeddingModel, batch: dict[str, jax.Array], tasks: 
     loss = loss + distill_weight * distill
   hold = jnp.zeros((), jnp.float32)
   if holds:
-    rows = n // m
     in_block = (jnp.arange(3 * n) // n) * rows + jnp.arange(3 * n) % rows  # place in its block's [side * B + row]
     related = batch["related"][block[:, None], in_block[:, None], in_block[None, :]]  # [3N, 3N], same block
     same_block = block[:, None] == block[None, :]

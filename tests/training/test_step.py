@@ -56,6 +56,20 @@ def block(task_ids, s: int, seed: int = 0) -> dict[str, np.ndarray]:
           **{k: full[k][s:s + 1] for k in ("related", "valid")}, "block_scale": np.ones(1, np.float32)}
 
 
+def text_blocks(num_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each text's block and its place in that block ([side * ROWS + row]) in a batch of `num_blocks` blocks:
+  texts are side-major, text i is row i % ROWS of block (i // ROWS) % num_blocks."""
+  i = np.arange(3 * num_blocks * ROWS)
+  return (i // ROWS) % num_blocks, (i // (num_blocks * ROWS)) * ROWS + i % ROWS
+
+
+def unrelated_in_blocks_of(task: int, batch: dict[str, np.ndarray]) -> np.ndarray:
+  """bool [3N, 3N]: the pairs inside one block of `task` whose texts its labels call unrelated."""
+  blk, place = text_blocks(len(batch["task_ids"]))
+  return ((blk[:, None] == blk[None, :]) & (batch["task_ids"][blk] == task)[:, None]
+          & ~batch["related"][blk[:, None], place[:, None], place[None, :]])
+
+
 @pytest.fixture(scope="module")
 def model(tiny_model):
   return tiny_model(HEADS)
@@ -141,7 +155,7 @@ def test_distillation_across_blocks_holds_only_pairs_from_different_blocks(model
   assert distill(one, "all") > 0
   assert distill(one, "across_blocks") == 0
   batch = make_batch([0, 0, 0])
-  block_of = (np.arange(3 * 3 * ROWS) // ROWS) % 3
+  block_of, _ = text_blocks(3)
   expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), teacher_views(teacher, batch)[0]["base"],
                                                  np.ones(3 * 3 * ROWS, bool), block_of[:, None] != block_of[None, :])
   np.testing.assert_allclose(distill(batch, "across_blocks"), expected, rtol=1e-5)
@@ -256,14 +270,10 @@ def test_hold_unrelated_holds_the_pairs_inside_its_tasks_blocks_that_the_labels_
   loss_of = lambda b, t: compute_loss(student, b, t, teacher=teacher)
   loss, aux = loss_of(batch, tasks)
   plain, plain_aux = loss_of(batch, TASKS)
-  # Texts are side-major: text i is row i % ROWS of block (i // ROWS) % 4, at place side * ROWS + row in it.
-  i = np.arange(3 * 4 * ROWS)
-  blk, place = (i // ROWS) % 4, (i // (4 * ROWS)) * ROWS + i % ROWS
-  held = np.array([[blk[a] == blk[b] and task_ids[blk[a]] == 3 and not batch["related"][blk[a], place[a], place[b]]
-                    for b in i] for a in i])
+  held = unrelated_in_blocks_of(3, batch)
   assert held.sum() == 2 * (3 * ROWS) ** 2 // 2  # two labels in equal numbers: half of each delta block's pairs
   expected = losses.relational_distillation_loss(encode_texts(student.encoder, batch), teacher_views(teacher, batch)[0]["base"],
-                                                 np.ones(len(i), bool), held)
+                                                 np.ones(len(held), bool), held)
   np.testing.assert_allclose(aux["hold_unrelated_loss"], expected, rtol=1e-5)
   np.testing.assert_allclose(loss - plain, 3.0 * expected, rtol=1e-5)
   assert float(plain_aux["hold_unrelated_loss"]) == 0.0
@@ -280,13 +290,10 @@ def test_one_gap_matrix_gives_the_gradient_of_each_distillation_term_computed_al
   tasks = TASKS[:3] + (TaskLoss("delta", "supcon", hold_unrelated=3.0),)
   task_ids = np.array([3, 0, 3, 1])
   batch = make_batch(task_ids)
-  i = np.arange(3 * 4 * ROWS)  # side-major texts, as in the test above
-  blk, place = (i // ROWS) % 4, (i // (4 * ROWS)) * ROWS + i % ROWS
-  across = blk[:, None] != blk[None, :]
-  held = (~across & (task_ids[blk] == 3)[:, None]
-          & ~batch["related"][blk[:, None], place[:, None], place[None, :]])
+  blk, _ = text_blocks(len(task_ids))
+  across, held = blk[:, None] != blk[None, :], unrelated_in_blocks_of(3, batch)
   target = teacher_views(teacher, batch)[0]["base"]
-  everything = np.ones(len(i), bool)
+  everything = np.ones(len(blk), bool)
 
   def shared(p):
     return compute_loss(nnx.merge(graphdef, p), batch, tasks, teacher=teacher, distill_weight=2.0,
