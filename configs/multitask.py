@@ -75,7 +75,7 @@ DEMO_TASKS = ("topic", "emotion", "sentiment")
 DEMO_HELD_OUT = ("hate", "offensive", "stance_climate")
 VARIANTS = ("smoke", "demo", "cpu", "paper", "tasks_first")
 # Task blocks a step under `tasks_first` where a step holds more: on the 12 tasks 3 a step for 4x the steps gain
-# +0.007 over halving the 12 blocks (docs/results.md, "Three task blocks a step").
+# +0.007 over 12 blocks of half the anchors, three seeds (docs/results.md, "Three task blocks a step").
 TASKS_FIRST_BLOCKS = 3
 # The paper's task loss as we read it: pair BCE on scaled cosine at scale 20 (as measured), its bias placed
 # from data, unbalanced blocks. paper_recipe and the ablation's "bce" variant both take it from here.
@@ -166,8 +166,10 @@ def tasks_first(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The trade-off's tasks end: the same posts through the encoder in more, smaller updates, relational
   distillation 5 (every step count grows alike: warm-up, evaluation, checkpoints). A step of more task blocks
   than `TASKS_FIRST_BLOCKS` (the 12 tasks) keeps that many, drawn afresh each step, for as many times the
-  steps, with the teacher on every row (a few blocks need it); a step of that many or fewer (the main job's 3)
-  halves its blocks' anchors for twice the steps. Each reaches the level where the trained tasks stop at this
+  steps, with the teacher on every row (one row in 3 of 3 blocks holds too few pairs: docs/results.md, "The
+  teacher on one packed row in three"); a step of that many or fewer (the main job's 3) halves its blocks'
+  anchors for twice the steps. Blocks are counted as on one device (a mesh rounds them up to whole blocks per
+  shard: `batches.blocks_per_shard`). Each reaches the level where the trained tasks stop at this
   budget, the peer's; lighter holds or more updates gain nothing more there and lose STS-B
   (docs/results.md, "Where the trained tasks stop" and "Three task blocks a step")."""
   tasks_per_step = c.mixture.tasks_per_step
